@@ -1,0 +1,52 @@
+"""raymlops: the ML lifecycle on Ray, from versioned data to a self-retraining endpoint.
+
+Importing raymlops starts nothing and touches no disk; see ``raymlops.runtime``.
+Heavy submodules (``data``, which imports Ray Data) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from raymlops.config import ProjectConfig, load_config, parse_config
+from raymlops.errors import (
+    ConfigError,
+    DataError,
+    DataIntegrityError,
+    DataSourceError,
+    DataValidationError,
+    RayMLOpsError,
+    RuntimeStartError,
+    StorageError,
+    VersionNotFoundError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataIntegrityError",
+    "DataSourceError",
+    "DataValidationError",
+    "ProjectConfig",
+    "RayMLOpsError",
+    "RuntimeStartError",
+    "StorageError",
+    "VersionNotFoundError",
+    "__version__",
+    "data",
+    "load_config",
+    "parse_config",
+    "pipeline",
+    "runtime",
+]
+
+_LAZY = {"data", "pipeline", "runtime"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"raymlops.{name}")
+    raise AttributeError(f"module 'raymlops' has no attribute {name!r}")

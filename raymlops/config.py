@@ -1,0 +1,612 @@
+"""One YAML file → a validated, frozen ``ProjectConfig``.
+
+Every stage reads its section from here, so a typo fails on the driver before
+any Ray resource is requested. Unknown keys are rejected (a misspelt key that
+is silently ignored is worse than an error). Every problem becomes a
+``ConfigError`` naming the dotted key path, the value given and what is allowed.
+
+Example:
+    >>> from raymlops.config import load_config
+    >>> cfg = load_config("configs/demo.yaml")  # doctest: +SKIP
+    >>> cfg.training.num_workers  # doctest: +SKIP
+    2
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raymlops.errors import ConfigError
+
+__all__ = [
+    "ColumnSpec",
+    "DataConfig",
+    "FeatureSpec",
+    "GateConfig",
+    "LabelSpec",
+    "ModelConfig",
+    "MonitoringConfig",
+    "PreprocessingConfig",
+    "ProjectConfig",
+    "RetrainingConfig",
+    "RuntimeConfig",
+    "SchemaConfig",
+    "ServingConfig",
+    "SplitConfig",
+    "StorageConfig",
+    "TrainingConfig",
+    "TuningConfig",
+    "load_config",
+    "parse_config",
+]
+
+ENV_HOME = "RAYMLOPS_HOME"
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
+
+Dtype = Literal["float64", "float32", "int64", "int32", "bool", "string", "timestamp"]
+NUMERIC_DTYPES = ("float64", "float32", "int64", "int32")
+
+
+class _FieldProblem(ValueError):
+    """Raised inside a model validator to blame one field rather than the whole section."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class ColumnSpec(_Section):
+    """A column kept in the table and validated but not fed to the model."""
+
+    name: Annotated[str, Field(min_length=1)]
+    dtype: Dtype = "string"
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str | int | bool, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _FieldProblem("min", f"min ({self.min}) must be <= max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.dtype not in NUMERIC_DTYPES:
+            raise _FieldProblem("min", f"a range needs a numeric dtype, got dtype {self.dtype!r}")
+        if self.allowed is not None and len(self.allowed) == 0:
+            raise _FieldProblem("allowed", "an empty list allows nothing; omit it to allow any value")
+        return self
+
+
+class FeatureSpec(ColumnSpec):
+    """A model input: numeric (scaled) or categorical (one-hot encoded)."""
+
+    kind: Literal["numeric", "categorical"]
+    dtype: Dtype = "float64"
+    nullable: bool = False
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> FeatureSpec:
+        if self.kind == "numeric" and self.dtype not in NUMERIC_DTYPES:
+            raise _FieldProblem(
+                "dtype", f"numeric features need one of {', '.join(NUMERIC_DTYPES)}; got {self.dtype!r}"
+            )
+        if self.kind == "categorical":
+            if self.dtype in ("float64", "float32", "timestamp"):
+                raise _FieldProblem(
+                    "dtype", f"categorical features need string, int64, int32 or bool; got {self.dtype!r}"
+                )
+            if self.allowed is None:
+                raise _FieldProblem(
+                    "allowed",
+                    "categorical features must list their allowed values, so that unseen "
+                    "categories in new data and in requests are caught",
+                )
+        return self
+
+
+class LabelSpec(_Section):
+    """The training target."""
+
+    name: Annotated[str, Field(min_length=1)]
+    dtype: Literal["int64", "int32", "float64", "float32", "string", "bool"] = "int64"
+    classes: tuple[str | int | bool, ...] | None = None
+
+
+class SchemaConfig(_Section):
+    """The columns of the training table; the same schema validates every request."""
+
+    features: tuple[FeatureSpec, ...]
+    label: LabelSpec
+    id_column: str | None = None
+    id_dtype: Literal["string", "int64"] = "string"
+    time_column: str | None = None
+    metadata_columns: tuple[ColumnSpec, ...] = ()
+    slice_columns: tuple[str, ...] = ()
+    sensitive_columns: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> SchemaConfig:
+        if not self.features:
+            raise _FieldProblem("features", "declare at least one feature")
+        names = [f.name for f in self.features] + [c.name for c in self.metadata_columns]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise _FieldProblem("features", f"column {name!r} is declared twice")
+            seen.add(name)
+        reserved = {name for name in (self.label.name, self.id_column, self.time_column) if name}
+        clash = sorted(reserved & seen)
+        if clash:
+            raise _FieldProblem(
+                "features", f"{clash} is the label, id or time column and cannot also be a feature"
+            )
+        if self.id_column is not None and self.id_column == self.time_column:
+            raise _FieldProblem("time_column", "the id and time columns must differ")
+        for key in ("slice_columns", "sensitive_columns"):
+            for name in getattr(self, key):
+                if name not in seen:
+                    raise _FieldProblem(
+                        key,
+                        f"{name!r} is not a declared feature or metadata column; "
+                        f"declared: {', '.join(sorted(seen))}",
+                    )
+        return self
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def numeric_features(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.kind == "numeric")
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.kind == "categorical")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class StorageConfig(_Section):
+    """Where every persistent thing lives; moving to a cluster changes these URIs only."""
+
+    home: str = "./.raymlops"
+    mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
+    ray_address: str | None = None  # None: start an embedded local Ray head
+
+
+class RuntimeConfig(_Section):
+    """How the embedded local Ray head is started (ignored when attaching to a cluster)."""
+
+    num_cpus: Annotated[int, Field(ge=1, le=1024)] = 4
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Annotated[int, Field(ge=1, le=65535)] = 8265
+    metrics_export_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    object_store_memory_mb: Annotated[int, Field(ge=75)] | None = None
+    namespace: Annotated[str, Field(min_length=1)] = "raymlops"
+
+
+class DataConfig(_Section):
+    source: str | None = None
+    format: Literal["auto", "csv", "parquet", "delta"] = "auto"
+    table: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")] = "training"
+    table_uri: str | None = None  # default: <home>/data/<table>
+    mode: Literal["append", "overwrite"] = "append"
+    on_invalid: Literal["fail", "quarantine"] = "fail"
+    max_example_rows: Annotated[int, Field(ge=1, le=100)] = 5
+    schema_: Annotated[SchemaConfig, Field(alias="schema")]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def schema(self) -> SchemaConfig:  # type: ignore[override]
+        return self.schema_
+
+
+class SplitConfig(_Section):
+    train_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.7
+    validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.15
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        total = self.train_fraction + self.validation_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise _FieldProblem(
+                "test_fraction",
+                f"train_fraction + validation_fraction + test_fraction must be 1.0, got {total:g}",
+            )
+        return self
+
+
+class PreprocessingConfig(_Section):
+    numeric_scaler: Literal["standard", "minmax", "none"] = "standard"
+    numeric_imputer: Literal["mean", "median", "none"] = "mean"
+    categorical_encoder: Literal["onehot"] = "onehot"
+    profile_num_bins: Annotated[int, Field(ge=2, le=1000)] = 10
+    profile_sample_size: Annotated[int, Field(ge=0, le=1_000_000)] = 5000
+
+
+class ModelConfig(_Section):
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    hidden_sizes: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    factory: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] | None = None
+
+
+class TrainingConfig(_Section):
+    num_workers: Annotated[int, Field(ge=1, le=4096)] = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0.0)] = 0.5
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 3  # 0 disables
+    max_failures: Annotated[int, Field(ge=0)] = 2
+    seed: int = 0
+
+
+class SearchDimension(_Section):
+    type: Literal["uniform", "loguniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchDimension:
+        if self.type == "choice":
+            if not self.values:
+                raise _FieldProblem("values", "a 'choice' dimension needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None:
+            raise _FieldProblem("low", f"a {self.type!r} dimension needs both 'low' and 'high'")
+        if self.low >= self.high:
+            raise _FieldProblem("high", f"high ({self.high}) must be > low ({self.low})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise _FieldProblem("low", f"loguniform needs low > 0, got {self.low}")
+        return self
+
+
+TUNABLE = ("learning_rate", "weight_decay", "batch_size", "dropout", "hidden_sizes", "epochs")
+
+
+class TuningConfig(_Section):
+    num_samples: Annotated[int, Field(ge=1)] = 4
+    max_concurrent_trials: Annotated[int, Field(ge=1)] = 2
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    grace_period: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[float, Field(gt=1.0)] = 2.0
+    search_space: dict[str, SearchDimension] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TuningConfig:
+        for key in self.search_space:
+            if key not in TUNABLE:
+                raise _FieldProblem(
+                    "search_space", f"cannot tune {key!r}; tunable keys: {', '.join(TUNABLE)}"
+                )
+        return self
+
+
+class MetricRule(_Section):
+    """One gate rule, modelled on MLflow's ``MetricThreshold``."""
+
+    metric: str
+    threshold: float | None = None  # absolute floor (ceiling when greater_is_better is false)
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    max_regression: Annotated[float, Field(ge=0.0)] | None = None
+    greater_is_better: bool = True
+
+
+class GateConfig(_Section):
+    rules: tuple[MetricRule, ...] = (MetricRule(metric="roc_auc", threshold=0.6, max_regression=0.01),)
+    slice_floors: dict[str, float] = Field(default_factory=dict)  # metric floor per slice column
+    slice_metric: str = "accuracy"
+    min_slice_rows: Annotated[int, Field(ge=1)] = 30
+    max_fairness_gap: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_importance_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    route_prefix: str = "/"
+    num_replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 2
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
+    upscale_delay_s: Annotated[float, Field(ge=0)] = 10.0
+    downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
+    num_cpus_per_replica: Annotated[float, Field(ge=0)] = 0.25
+    max_batch_size: Annotated[int, Field(ge=1)] = 32
+    batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.005
+    max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
+    unknown_category: Literal["reject", "allow"] = "reject"
+    auth_token_env: str | None = None
+    access_log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise _FieldProblem(
+                "min_replicas",
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})",
+            )
+        if not self.route_prefix.startswith("/"):
+            raise _FieldProblem("route_prefix", f"must start with '/', got {self.route_prefix!r}")
+        return self
+
+
+class MonitoringConfig(_Section):
+    check_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    window_size: Annotated[int, Field(ge=1)] = 1000
+    min_window_size: Annotated[int, Field(ge=1)] = 200
+    window_duration_s: Annotated[float, Field(gt=0)] | None = None
+    drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    consecutive_windows: Annotated[int, Field(ge=1)] = 2
+    critical_features: tuple[str, ...] = ()
+    tests: dict[str, str] = Field(default_factory=dict)  # feature -> test name override
+    p_value_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    correction: Literal["none", "bonferroni", "benjamini_hochberg"] = "benjamini_hochberg"
+    performance_drop: Annotated[float, Field(ge=0.0)] | None = 0.05
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitoringConfig:
+        if self.min_window_size > self.window_size:
+            raise _FieldProblem(
+                "min_window_size",
+                f"min_window_size ({self.min_window_size}) must be <= window_size ({self.window_size})",
+            )
+        return self
+
+
+class RetrainingConfig(_Section):
+    enabled: bool = True
+    cooldown_s: Annotated[float, Field(ge=0)] = 600.0
+    sweep: bool = False
+    canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    submit_max_attempts: Annotated[int, Field(ge=1)] = 5
+    submit_backoff_s: Annotated[float, Field(gt=0)] = 2.0
+
+
+# --------------------------------------------------------------------------- root
+
+
+class ProjectConfig(_Section):
+    """The whole project: one YAML file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")]
+    storage: StorageConfig = StorageConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
+    gate: GateConfig = GateConfig()
+    serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    retraining: RetrainingConfig = RetrainingConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ProjectConfig:
+        schema = self.data.schema
+        declared = set(schema.feature_names)
+        for name in self.monitoring.critical_features:
+            if name not in declared:
+                raise _FieldProblem(
+                    "monitoring.critical_features",
+                    f"{name!r} is not a feature; features: {', '.join(schema.feature_names)}",
+                )
+        for name in self.gate.slice_floors:
+            if name not in schema.slice_columns:
+                raise _FieldProblem(
+                    "gate.slice_floors",
+                    f"{name!r} is not in data.schema.slice_columns {list(schema.slice_columns)}",
+                )
+        if self.model.task != "regression" and schema.label.dtype in ("float64", "float32"):
+            raise _FieldProblem(
+                "data.schema.label.dtype",
+                f"a {self.model.task} task needs an integer, string or bool label, got "
+                f"{schema.label.dtype!r}; use model.task: regression for a continuous target",
+            )
+        return self
+
+    # Resolved locations. Environment variables win over the file so that the
+    # same config runs on a laptop and in a cluster job unchanged.
+    @property
+    def home_path(self) -> Path:
+        return Path(os.environ.get(ENV_HOME) or self.storage.home).expanduser().resolve()
+
+    @property
+    def table_uri(self) -> str:
+        return self.data.table_uri or str(self.home_path / "data" / self.data.table)
+
+    @property
+    def quarantine_uri(self) -> str:
+        return f"{self.table_uri}_quarantine"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.storage.mlflow_tracking_uri or f"sqlite:///{self.home_path / 'mlflow.db'}"
+
+    @property
+    def ray_address(self) -> str | None:
+        return os.environ.get(ENV_RAY_ADDRESS) or self.storage.ray_address
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_config(raw: Any, source: str | None = None) -> ProjectConfig:
+    """Validate an already-parsed mapping (e.g. from YAML or a test).
+
+    Raises:
+        ConfigError: listing every problem with its dotted path, value and what is allowed.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [("", f"the top level must be a mapping of keys to values, got {type(raw).__name__}")], source
+        )
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_problems(e, raw), source) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
+    """Read and validate one YAML config file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or has a bad key or value.
+    """
+    import yaml
+
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError([("", f"file not found: {source}; pass --config PATH")], source) from None
+    except OSError as e:
+        raise ConfigError([("", f"cannot read {source}: {e.strerror}")], source) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([("", f"not valid YAML{where}: {problem}")], source) from None
+    return parse_config(raw, source)
+
+
+def _problems(error: ValidationError, raw: Any) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = [str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]]
+        # Union members show up in loc (e.g. 'int', "literal['auto']"); keep the real keys only.
+        loc = [p for p in loc if p.isidentifier() or p.startswith("[")]
+        inner = item.get("ctx", {}).get("error")
+        if isinstance(inner, _FieldProblem):
+            loc = loc + inner.field.split(".")
+            problems.append((_dotted(loc), _with_value(str(inner), raw, loc)))
+            continue
+        path = _dotted(loc)
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            problems.append((path, _unknown_key_message(loc)))
+        elif kind == "missing":
+            keys = _allowed_keys(loc)
+            expects = f" (a mapping with keys: {', '.join(sorted(keys))})" if keys else ""
+            problems.append((path, f"required key is missing{expects}"))
+        else:
+            problems.append((path, f"got {item.get('input')!r}; {_reason(item)}"))
+    return _merge_union_branches(problems)
+
+
+def _merge_union_branches(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A value that fails every branch of ``int | 'auto'`` yields one error per branch; join them."""
+    merged: dict[str, str] = {}
+    for path, msg in problems:
+        if path in merged and msg.startswith("got ") and merged[path].startswith("got "):
+            merged[path] += " or " + msg.split("; ", 1)[1]
+        else:
+            merged[path] = msg if path not in merged else merged[path] + "; " + msg
+    return list(merged.items())
+
+
+def _dotted(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += part if part.startswith("[") or not out else f".{part}"
+    return out
+
+
+def _reason(item: Any) -> str:
+    msg: str = item["msg"]
+    msg = msg.replace("Input should be", "must be").replace("Value error, ", "")
+    return msg
+
+
+def _with_value(message: str, raw: Any, loc: list[str]) -> str:
+    value = _lookup(raw, loc)
+    if value is _MISSING or isinstance(value, (dict, list)):
+        return message
+    return f"got {value!r}; {message}"
+
+
+_MISSING = object()
+
+
+def _lookup(raw: Any, loc: list[str]) -> Any:
+    node = raw
+    for part in loc:
+        if part.startswith("[") and isinstance(node, list):
+            idx = int(part[1:-1])
+            node = node[idx] if idx < len(node) else _MISSING
+        elif isinstance(node, dict):
+            node = node.get("schema" if part == "schema_" else part, _MISSING)
+        else:
+            return _MISSING
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _unknown_key_message(loc: list[str]) -> str:
+    allowed = _allowed_keys(loc[:-1])
+    key = loc[-1]
+    hint = ""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if close:
+        hint = f" (did you mean {close[0]!r}?)"
+    return f"unknown key {key!r}{hint}; allowed keys here: {', '.join(sorted(allowed))}"
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: Any = ProjectConfig
+    for part in loc:
+        if part.startswith("["):
+            continue
+        field = model.model_fields.get(part) or model.model_fields.get(f"{part}_")
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> Any:
+    """Find the pydantic model class inside an annotation like ``tuple[FeatureSpec, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        found = _model_in(meta)
+        if found is not None:
+            return found
+    origin = getattr(annotation, "__origin__", None)
+    return _model_in(origin) if origin is not None and origin is not annotation else None

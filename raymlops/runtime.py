@@ -1,0 +1,227 @@
+"""Start or attach to Ray, and point MLflow at the project's store.
+
+Nothing happens on import: the CLI, jobs and tests call ``start`` explicitly,
+so importing raymlops never spawns processes or touches disk.
+
+Two modes, picked by ``RAY_ADDRESS`` / ``storage.ray_address``:
+
+* unset: an **embedded local head** is started with the dashboard on
+  ``127.0.0.1`` (so ``ray job submit`` and the monitor's retraining jobs work
+  against it) and the metrics export port pinned (so Prometheus can scrape it);
+* set: attach to that cluster (``auto``, ``ray://…`` or ``host:port``).
+
+Example:
+    >>> from raymlops.config import load_config
+    >>> from raymlops import runtime
+    >>> with runtime.session(load_config("configs/demo.yaml")) as rt:  # doctest: +SKIP
+    ...     print(rt.dashboard_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from raymlops.config import ENV_HOME, ProjectConfig
+from raymlops.errors import RuntimeStartError, StorageError
+
+__all__ = ["Runtime", "configure_mlflow", "ensure_home", "session", "start"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where the running Ray is and who owns it.
+
+    Attributes:
+        address: the GCS address of the cluster.
+        dashboard_url: the dashboard / Jobs API URL, or None when it is off.
+        started_here: True when this process started the head and must stop it.
+        namespace: the Ray namespace raymlops' named actors live in.
+        mlflow_tracking_uri: where runs and the registry are stored.
+    """
+
+    address: str
+    dashboard_url: str | None
+    started_here: bool
+    namespace: str
+    mlflow_tracking_uri: str
+    metrics_export_port: int | None
+
+    def stop(self) -> None:
+        """Shut Ray down if this process started it; a no-op when attached to a cluster."""
+        import ray
+
+        if self.started_here and ray.is_initialized():
+            ray.shutdown()
+
+
+def ensure_home(config: ProjectConfig) -> Path:
+    """Create the storage home (and its data folder) or say why it cannot be created."""
+    home = config.home_path
+    try:
+        (home / "data").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"cannot create the storage home {home}: {e.strerror}. Set storage.home in the "
+            f"config or the {ENV_HOME} environment variable to a writable folder."
+        ) from e
+    if not os.access(home, os.W_OK):
+        raise StorageError(
+            f"the storage home {home} is not writable. Set storage.home or {ENV_HOME} to a writable folder."
+        )
+    return home
+
+
+def configure_mlflow(config: ProjectConfig) -> str:
+    """Point MLflow's tracking and registry at the project's store and return the URI.
+
+    The default is ``sqlite:///<home>/mlflow.db``; the environment variable is set
+    too, so Ray workers started afterwards from this process inherit it.
+    """
+    import mlflow
+
+    uri = config.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        ensure_home(config)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
+    """Start an embedded Ray head or attach to the configured cluster.
+
+    Re-uses Ray when this process already initialised it (tests share one cluster).
+
+    Raises:
+        RuntimeStartError: Ray could not be started or the address could not be reached.
+    """
+    import ray
+
+    ensure_home(config)
+    namespace = config.runtime.namespace
+    address = config.ray_address
+    env_vars = {
+        ENV_HOME: str(config.home_path),
+        "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
+    }
+    started_here = False
+    metrics_port: int | None = None
+    if ray.is_initialized():
+        logger.debug("re-using the Ray instance this process already started")
+    elif address:
+        try:
+            ray.init(
+                address=address,
+                namespace=namespace,
+                log_to_driver=log_to_driver,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RuntimeStartError(
+                f"cannot attach to the Ray cluster at {address!r}: {e}. Check that the "
+                "cluster is up (`ray status`), or unset RAY_ADDRESS / storage.ray_address "
+                "to start an embedded local Ray."
+            ) from e
+    else:
+        # Ray 2.60 turns token auth on for new local clusters and warns about it;
+        # choosing it explicitly keeps that safe default and the terminal quiet.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        rt = config.runtime
+        dashboard_port = _free_port_or_next(rt.dashboard_host, rt.dashboard_port)
+        metrics_port = _free_port_or_next("127.0.0.1", rt.metrics_export_port)
+        try:
+            ray.init(
+                num_cpus=rt.num_cpus,
+                include_dashboard=True,
+                dashboard_host=rt.dashboard_host,
+                dashboard_port=dashboard_port,
+                object_store_memory=(rt.object_store_memory_mb or 0) * 1024 * 1024 or None,
+                namespace=namespace,
+                runtime_env={"env_vars": env_vars},
+                log_to_driver=log_to_driver,
+                logging_level=logging.WARNING,
+                _metrics_export_port=metrics_port,
+            )
+        except Exception as e:  # Ray raises many types on a failed start
+            raise RuntimeStartError(
+                f"cannot start an embedded Ray head ({type(e).__name__}: {e}). Another Ray "
+                "may hold the ports: stop it with `ray stop`, or set RAY_ADDRESS to attach."
+            ) from e
+        started_here = True
+    _quiet_ray_data()
+    context = ray.get_runtime_context()
+    gcs_address = context.gcs_address
+    dashboard_url = _dashboard_url()
+    return Runtime(
+        address=gcs_address,
+        dashboard_url=dashboard_url,
+        started_here=started_here,
+        namespace=namespace,
+        mlflow_tracking_uri=config.mlflow_tracking_uri,
+        metrics_export_port=metrics_port,
+    )
+
+
+@contextlib.contextmanager
+def session(config: ProjectConfig, *, log_to_driver: bool = True) -> Iterator[Runtime]:
+    """``start`` as a context manager that stops the embedded head on exit."""
+    rt = start(config, log_to_driver=log_to_driver)
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+def _dashboard_url() -> str | None:
+    from ray._private.worker import get_dashboard_url
+
+    try:
+        url = get_dashboard_url()
+    except Exception:  # the dashboard is optional when attaching
+        return None
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"
+
+
+def _free_port_or_next(host: str, port: int, attempts: int = 20) -> int:
+    """Return ``port`` if it is free, else the next free one, so a second project still starts."""
+    for candidate in range(port, port + attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeStartError(
+        f"ports {port}-{port + attempts - 1} on {host} are all in use. Stop the other Ray "
+        "(`ray stop`) or set runtime.dashboard_port / runtime.metrics_export_port."
+    )
+
+
+def _quiet_ray_data() -> None:
+    """Progress bars on a terminal; no per-dataset execution chatter in logs and CI output."""
+    import sys
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    # Without a terminal Ray Data falls back to logging a progress table every few
+    # seconds per dataset, which buries raymlops' own progress lines.
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    if not ctx.enable_progress_bars:
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")  # we chose this: skip Ray's one-time warning
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx.verbose_stats_logs = False
+    ctx.print_on_execution_start = False

@@ -1,0 +1,58 @@
+"""Shared fixtures: one local Ray cluster per test session, configs under tmp_path."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raymlops.config import ProjectConfig, parse_config
+from raymlops.data._demo import demo_schema
+
+
+def demo_raw_config(home: Path, **sections: Any) -> dict[str, Any]:
+    """A small config over the demo schema, with its storage home under ``home``."""
+    raw: dict[str, Any] = {
+        "name": "churn",
+        "storage": {"home": str(home)},
+        "data": {"schema": demo_schema()},
+    }
+    for key, value in sections.items():
+        if key == "data":
+            raw["data"] = {**raw["data"], **value}
+        else:
+            raw[key] = copy.deepcopy(value)
+    return raw
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """Build a ``ProjectConfig`` whose home is this test's tmp_path."""
+
+    def make(**sections: Any) -> ProjectConfig:
+        return parse_config(demo_raw_config(tmp_path / "home", **sections))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray for every integration test: 4 logical CPUs on 2 cores, no dashboard.
+
+    ``ray.shutdown()`` stops exactly the GCS, raylet and workers this process started.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray.init(num_cpus=4, include_dashboard=False, namespace="raymlops-tests", logging_level="WARNING")
+    from raymlops.runtime import _quiet_ray_data
+
+    _quiet_ray_data()
+    try:
+        yield
+    finally:
+        ray.shutdown()
