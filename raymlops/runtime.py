@@ -132,9 +132,8 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                 "to start an embedded local Ray."
             ) from e
     else:
-        # Ray 2.60 turns token auth on for new local clusters and warns about it;
-        # choosing it explicitly keeps that safe default and the terminal quiet.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Ray 2.60 turns token auth on for new local clusters (token in ~/.ray/auth_token).
+        # Setting RAY_AUTH_MODE here would be too late: Ray caches it when imported.
         rt = config.runtime
         dashboard_port = _free_port_or_next(rt.dashboard_host, rt.dashboard_port)
         metrics_port = _free_port_or_next("127.0.0.1", rt.metrics_export_port)

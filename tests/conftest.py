@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ def ray_cluster() -> Iterator[None]:
     """
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(num_cpus=4, include_dashboard=False, namespace="raymlops-tests", logging_level="WARNING")
     from raymlops.runtime import _quiet_ray_data
 
