@@ -12,6 +12,8 @@ for callers that do not know raymlops::
     │   └── DataIntegrityError               a stored version no longer matches its digest
     ├── VersionNotFoundError (LookupError)   a data version / model version does not exist
     ├── RuntimeStartError (RuntimeError)     Ray or MLflow could not be started or reached
+    ├── InsufficientResourcesError (RuntimeError)  the cluster cannot hold what the config asks for
+    ├── TrainingError (RuntimeError)         a training run failed beyond its allowed failures
     └── StorageError (OSError)               the storage home or a table cannot be written
 
 Messages say what failed (with the values), the likely cause, and the fix.
@@ -32,9 +34,11 @@ __all__ = [
     "DataIntegrityError",
     "DataSourceError",
     "DataValidationError",
+    "InsufficientResourcesError",
     "RayMLOpsError",
     "RuntimeStartError",
     "StorageError",
+    "TrainingError",
     "VersionNotFoundError",
 ]
 
@@ -110,6 +114,14 @@ class VersionNotFoundError(RayMLOpsError, LookupError):
 
 class RuntimeStartError(RayMLOpsError, RuntimeError):
     """Ray or MLflow could not be started or reached."""
+
+
+class InsufficientResourcesError(RayMLOpsError, RuntimeError):
+    """The cluster does not have the CPUs/GPUs a run asks for; raised before anything starts."""
+
+
+class TrainingError(RayMLOpsError, RuntimeError):
+    """A training run failed more often than ``training.max_failures`` allows."""
 
 
 class StorageError(RayMLOpsError, OSError):

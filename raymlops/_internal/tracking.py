@@ -1,0 +1,70 @@
+"""What every MLflow run records about where it came from: flattened config, code, packages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from raymlops.config import ProjectConfig
+
+KEY_PACKAGES = ("ray", "torch", "mlflow", "deltalake", "pyarrow", "pandas", "numpy", "raymlops")
+MLFLOW_PARAM_MAX_CHARS = 6000  # MLflow 3 accepts 6000 characters per param value
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """``{"training": {"epochs": 3}}`` → ``{"training.epochs": "3"}``; lists stay JSON."""
+    out: dict[str, str] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[prefix] = text[:MLFLOW_PARAM_MAX_CHARS]
+    return out
+
+
+def config_params(config: ProjectConfig) -> dict[str, str]:
+    """The config as MLflow params; the schema is logged as an artifact instead (too long)."""
+    raw = config.model_dump(mode="json", by_alias=True)
+    raw["data"].pop("schema", None)
+    return flatten(raw)
+
+
+def config_hash(config: ProjectConfig) -> str:
+    text = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    """The commit of the code being run, with ``-dirty`` when there are local changes."""
+    cwd = start or Path.cwd()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def environment_tags() -> dict[str, str]:
+    tags = {"python_version": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            tags[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags

@@ -1,0 +1,570 @@
+"""Training: a Ray Train ``TorchTrainer`` run over one prepared data version → ``TrainResult``.
+
+The worker loop reads its shard of the preprocessed training split, trains an
+MLP (or a model plugged in by import path), evaluates the global validation
+loss every epoch, and reports metrics with a checkpoint (model, optimizer,
+epoch, early-stopping state) every epoch. After a worker dies the run resumes
+from the last checkpoint. Rank 0 logs each epoch to the run's MLflow run, so
+progress is visible live in the MLflow UI.
+
+Reproducibility: seeds for Python, NumPy and torch; Ray Data runs with
+``preserve_order`` so each worker gets the same rows in the same order on every
+run; dropout and shuffling are seeded per epoch and rank, so a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raymlops.config import ProjectConfig
+from raymlops.data import FEATURES_COLUMN, PreparedData
+from raymlops.errors import ConfigError, InsufficientResourcesError, TrainingError
+
+if TYPE_CHECKING:
+    import ray.data
+    import torch
+
+__all__ = ["TrainResult", "build_model", "load_weights", "model_inputs", "run"]
+
+_STATE_FILE = "state.pt"
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """One finished training run.
+
+    Attributes:
+        run_id: the MLflow run that holds params, per-epoch metrics and lineage.
+        run_name: the Ray Train run name (its folder under ``<home>/train``).
+        checkpoint_path: the final checkpoint; its ``best_model`` is the weights to serve.
+        metrics: the best epoch's validation metrics (and the epoch it came from).
+        history: every epoch's metrics, in order.
+        prepared: the data the model was trained on (splits, preprocessor, profile).
+        num_attempts: 1 + the number of times the run resumed after a failure.
+    """
+
+    run_id: str
+    run_name: str
+    checkpoint_path: str
+    metrics: dict[str, float]
+    history: tuple[dict[str, float], ...]
+    prepared: PreparedData
+    output_dim: int
+    num_attempts: int = 1
+    stopped_early: bool = False
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(
+    input_dim: int, output_dim: int, hidden_sizes: tuple[int, ...], dropout: float, factory: str | None = None
+) -> torch.nn.Module:
+    """The MLP for the task, or the module returned by ``factory`` ("pkg.module:fn").
+
+    A factory is called as ``fn(input_dim=…, output_dim=…, hidden_sizes=…, dropout=…)``.
+    """
+    import torch
+
+    if factory:
+        module_name, _, attr = factory.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(
+                [("model.factory", f"cannot import {factory!r}: {e}; use 'package.module:function'")]
+            ) from e
+        model = fn(input_dim=input_dim, output_dim=output_dim, hidden_sizes=hidden_sizes, dropout=dropout)
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                [("model.factory", f"{factory!r} returned {type(model).__name__}, not a torch Module")]
+            )
+        return model
+    layers: list[torch.nn.Module] = []
+    width = input_dim
+    for size in hidden_sizes:
+        layers += [torch.nn.Linear(width, size), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+        width = size
+    layers.append(torch.nn.Linear(width, output_dim))
+    return torch.nn.Sequential(*layers)
+
+
+def output_dim_for(config: ProjectConfig, label_classes: tuple[Any, ...] | None) -> int:
+    if config.model.task == "multiclass":
+        return len(label_classes or ())
+    return 1
+
+
+def load_weights(result: TrainResult, config: ProjectConfig) -> torch.nn.Module:
+    """The best weights of a finished run as an eval-mode module on the CPU."""
+    import torch
+
+    state = torch.load(Path(result.checkpoint_path) / _STATE_FILE, map_location="cpu", weights_only=False)
+    model = build_model(
+        result.prepared.feature_dim,
+        result.output_dim,
+        config.model.hidden_sizes,
+        config.model.dropout,
+        config.model.factory,
+    )
+    model.load_state_dict(state["state"]["best_model"])
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def model_inputs(ds: ray.data.Dataset, prepared: PreparedData, task: str) -> ray.data.Dataset:
+    """Raw rows → ``{"x": float32 features, "y": target}`` with the fitted preprocessor."""
+    encode = functools.partial(
+        _encode_batch, label_column=prepared.label_column, classes=prepared.label_classes, task=task
+    )
+    return prepared.preprocessor.transform(ds).map_batches(encode, batch_format="numpy")
+
+
+def _encode_batch(
+    batch: dict[str, np.ndarray], label_column: str, classes: tuple[Any, ...] | None, task: str
+) -> dict[str, np.ndarray]:
+    features = batch[FEATURES_COLUMN]
+    if features.dtype == object:  # one array per row rather than a 2-D tensor column
+        features = np.stack(list(features))
+    x = np.asarray(features, dtype=np.float32)
+    labels = batch[label_column]
+    if task == "regression":
+        y = np.asarray(labels, dtype=np.float32)
+    else:
+        index = {c: i for i, c in enumerate(classes or ())}
+        y = np.array([index[v.item() if hasattr(v, "item") else v] for v in labels], dtype=np.int64)
+        if task == "binary":
+            y = y.astype(np.float32)
+    return {"x": x, "y": y}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run(
+    prepared: PreparedData,
+    config: ProjectConfig,
+    *,
+    overrides: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    progress: Progress | None = None,
+    parent_run_id: str | None = None,
+) -> TrainResult:
+    """Train on ``prepared`` with Ray Train and track the run in MLflow.
+
+    Args:
+        prepared: output of ``data.prepare``.
+        config: the project config (model, training, storage).
+        overrides: hyperparameters that replace config values (used by sweeps).
+        run_name: the Ray Train run name; re-using one resumes that run on purpose.
+        progress: called with one line per epoch.
+        parent_run_id: MLflow parent run (a sweep), if any.
+
+    Raises:
+        InsufficientResourcesError: the cluster cannot hold the requested workers (before any start).
+        TrainingError: training failed more often than ``training.max_failures``.
+
+    Example:
+        >>> result = run(data.prepare(version, cfg), cfg)  # doctest: +SKIP
+        >>> result.metrics["val_loss"]  # doctest: +SKIP
+        0.52
+    """
+    import mlflow
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raymlops import runtime
+    from raymlops._internal import tracking
+
+    say = progress or (lambda _m: None)
+    training = config.training
+    check_resources(config, ray.cluster_resources())
+    loop_config = _loop_config(config, prepared, overrides or {})
+    tracking_uri = runtime.configure_mlflow(config)
+    run_name = run_name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    storage_path = str(config.home_path / "train")
+
+    experiment_id = _experiment(config)
+    tags = {
+        "raymlops.stage": "train",
+        "raymlops.model_name": config.name,
+        "raymlops.config_hash": tracking.config_hash(config),
+        "data.table_uri": prepared.dataset_version.table_uri,
+        "data.version": str(prepared.dataset_version.version),
+        "data.digest": prepared.dataset_version.digest,
+        "ray.train.run_name": run_name,
+        **tracking.environment_tags(),
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    client = mlflow.MlflowClient(tracking_uri)
+    mlflow_run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = mlflow_run.info.run_id
+    params = tracking.config_params(config)
+    params.update({f"override.{k}": json.dumps(v) for k, v in (overrides or {}).items()})
+    params.update(
+        {
+            "data.num_train_rows": str(prepared.split_num_rows[0]),
+            "data.num_validation_rows": str(prepared.split_num_rows[1]),
+            "model.input_dim": str(prepared.feature_dim),
+        }
+    )
+    _log_params(client, run_id, params)
+    client.log_text(run_id, prepared.dataset_version.to_json(), "data/dataset_version.json")
+    loop_config.update({"mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri})
+
+    task = config.model.task
+    trainer = TorchTrainer(
+        _train_loop,  # type: ignore[arg-type]  # V2 keeps rank 0's return value; V1 stubs say None
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=training.num_workers,
+            use_gpu=training.use_gpu,
+            resources_per_worker={"CPU": training.cpus_per_worker, **training.resources_per_worker}
+            | ({"GPU": 1} if training.use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            # controller_failure_limit: fail instead of retrying forever (Train V2; mypy sees V1 stubs)
+            failure_config=FailureConfig(  # type: ignore[call-arg]
+                max_failures=training.max_failures, controller_failure_limit=3
+            ),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={
+            "train": model_inputs(prepared.train, prepared, task),
+            "validation": model_inputs(prepared.validation, prepared, task),
+        },
+        dataset_config=DataConfig(execution_options=_ordered_execution()),
+    )
+    say(
+        f"training {run_name}: {training.num_workers} worker(s), {training.epochs} epochs max, "
+        f"MLflow run {run_id}"
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # TrainingFailedError and its causes
+        client.set_terminated(run_id, status="FAILED")
+        raise TrainingError(
+            f"training run {run_name} failed after {training.max_failures} allowed failure(s): {e}. "
+            f"Worker logs are under the Ray session folder; the MLflow run {run_id} has the epochs that "
+            "finished. Re-run with the same run_name to resume from the last checkpoint."
+        ) from e
+    history = tuple(getattr(result, "return_value", None) or ())  # rank 0's return (Train V2)
+    if result.checkpoint is None or not history:
+        client.set_terminated(run_id, status="FAILED")
+        raise TrainingError(f"training run {run_name} finished without a checkpoint; nothing to register")
+    checkpoint_path = result.checkpoint.path
+    with result.checkpoint.as_directory() as folder:
+        import torch
+
+        state = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=False)
+    best = dict(state["state"]["best_metrics"])
+    num_attempts = int(state["state"]["num_attempts"])
+    for key, value in best.items():
+        client.log_metric(run_id, f"best_{key}", float(value))
+    client.set_tag(run_id, "raymlops.num_attempts", str(num_attempts))
+    client.set_tag(run_id, "ray.train.checkpoint_path", checkpoint_path)
+    client.set_terminated(run_id, status="FINISHED")
+    say(
+        f"best epoch {int(best['epoch'])}: val_loss {best['val_loss']:.4f}"
+        + (f", val_accuracy {best['val_accuracy']:.4f}" if "val_accuracy" in best else "")
+    )
+    return TrainResult(
+        run_id=run_id,
+        run_name=run_name,
+        checkpoint_path=checkpoint_path,
+        metrics=best,
+        history=history,
+        prepared=prepared,
+        output_dim=int(loop_config["output_dim"]),
+        num_attempts=num_attempts,
+        stopped_early=len(history) < int(loop_config["epochs"]),
+    )
+
+
+def check_resources(config: ProjectConfig, cluster: dict[str, float]) -> None:
+    """Refuse, before starting anything, a run the cluster cannot hold (Ray would wait forever)."""
+    training = config.training
+    if training.use_gpu and cluster.get("GPU", 0) < training.num_workers:
+        raise InsufficientResourcesError(
+            f"training.use_gpu is true and training.num_workers is {training.num_workers}, so the run "
+            f"needs {training.num_workers} GPU(s), but the cluster has {cluster.get('GPU', 0):g}. "
+            "Set training.use_gpu: false to train on CPUs, lower num_workers, or attach to a cluster "
+            "with GPUs (RAY_ADDRESS)."
+        )
+    need_cpu = training.num_workers * training.cpus_per_worker
+    if need_cpu > cluster.get("CPU", 0):
+        raise InsufficientResourcesError(
+            f"training needs {need_cpu:g} CPUs (num_workers {training.num_workers} x cpus_per_worker "
+            f"{training.cpus_per_worker:g}) but the cluster has {cluster.get('CPU', 0):g}. Lower "
+            "training.cpus_per_worker or num_workers, or raise runtime.num_cpus."
+        )
+    for name, amount in training.resources_per_worker.items():
+        if name != "CPU" and cluster.get(name, 0) < amount * training.num_workers:
+            raise InsufficientResourcesError(
+                f"training.resources_per_worker asks for {amount:g} {name} per worker but the cluster "
+                f"has {cluster.get(name, 0):g} in total"
+            )
+
+
+def _loop_config(config: ProjectConfig, prepared: PreparedData, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The one place a dict is built for the Ray boundary, from the config model."""
+    model, training = config.model, config.training
+    values: dict[str, Any] = {
+        "task": model.task,
+        "input_dim": prepared.feature_dim,
+        "output_dim": output_dim_for(config, prepared.label_classes),
+        "hidden_sizes": list(model.hidden_sizes),
+        "dropout": model.dropout,
+        "factory": model.factory,
+        "epochs": training.epochs,
+        "batch_size": training.batch_size,
+        "learning_rate": training.learning_rate,
+        "weight_decay": training.weight_decay,
+        "early_stopping_patience": training.early_stopping_patience,
+        "seed": training.seed,
+        "use_gpu": training.use_gpu,
+    }
+    for key, value in overrides.items():
+        if key not in values:
+            raise ConfigError(
+                [(f"overrides.{key}", f"not a training hyperparameter; known: {sorted(values)}")]
+            )
+        values[key] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def _ordered_execution() -> Any:
+    from ray.data import ExecutionOptions
+
+    options = ExecutionOptions()
+    options.preserve_order = True  # deterministic shards: the splitter drops locality hints
+    return options
+
+
+def _experiment(config: ProjectConfig) -> str:
+    """The project's MLflow experiment, with artifacts under the storage home (not ./mlruns)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(config.name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    artifacts = config.home_path / "mlartifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return str(client.create_experiment(config.name, artifact_location=artifacts.as_uri()))
+
+
+def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):  # MLflow's batch limit
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+# --------------------------------------------------------------------------- worker loop
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _train_loop(cfg: dict[str, Any]) -> list[dict[str, float]]:
+    """Runs on every Ray Train worker. Returns the epoch history (rank 0's is kept)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    _seed(cfg["seed"])  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+    model = build_model(
+        cfg["input_dim"], cfg["output_dim"], tuple(cfg["hidden_sizes"]), cfg["dropout"], cfg["factory"]
+    )
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"]
+    )
+    loss_fn = _loss(cfg["task"])
+    state: dict[str, Any] = {
+        "epoch": -1,
+        "best_val_loss": math.inf,
+        "bad_epochs": 0,
+        "history": [],
+        "best_metrics": {},
+        "best_model": None,
+        "num_attempts": 1,
+    }
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / _STATE_FILE, map_location=device, weights_only=False)
+        _unwrap(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        state["num_attempts"] += 1
+        if rank == 0:
+            _mlflow_resumed(cfg, state)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    for epoch in range(state["epoch"] + 1, cfg["epochs"]):
+        _seed(cfg["seed"] * 7919 + epoch * 131 + rank)  # dropout: same per (epoch, rank) on every run
+        model.train()
+        total, count = 0.0, 0
+        for batch in train_shard.iter_torch_batches(
+            batch_size=cfg["batch_size"],
+            local_shuffle_buffer_size=cfg["batch_size"] * 8,
+            local_shuffle_seed=cfg["seed"] + epoch,
+            device=device,
+        ):
+            optimizer.zero_grad()
+            loss = loss_fn(_forward(model, batch["x"], cfg["task"]), batch["y"])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch["y"])
+            count += len(batch["y"])
+        train_loss = _global_sum(total, world_size, device) / max(_global_sum(count, world_size, device), 1)
+        validation = _evaluate(model, val_shard, cfg["task"], world_size, device)
+        metrics = {"epoch": float(epoch), "train_loss": train_loss, **validation}
+        state["history"].append(metrics)
+        state["epoch"] = epoch
+        if metrics["val_loss"] < state["best_val_loss"]:
+            state.update(best_val_loss=metrics["val_loss"], bad_epochs=0, best_metrics=metrics)
+            state["best_model"] = {
+                k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()
+            }
+        else:
+            state["bad_epochs"] += 1
+        patience = cfg["early_stopping_patience"]
+        stop = patience > 0 and state["bad_epochs"] >= patience
+        if rank == 0:
+            _mlflow_epoch(cfg, metrics)
+            with tempfile.TemporaryDirectory() as folder:
+                blob = {
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                }
+                torch.save(blob, Path(folder) / _STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)  # a barrier: every rank reports every epoch
+        if stop:
+            break
+    history: list[dict[str, float]] = state["history"]
+    return history
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    import torch
+
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    assert isinstance(inner, torch.nn.Module)
+    return inner
+
+
+def _loss(task: str) -> torch.nn.Module:
+    import torch
+
+    if task == "binary":
+        return torch.nn.BCEWithLogitsLoss()
+    if task == "multiclass":
+        return torch.nn.CrossEntropyLoss()
+    return torch.nn.MSELoss()
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
+    out = model(x)
+    return out.squeeze(-1) if task in ("binary", "regression") else out
+
+
+def _global_sum(value: float, world_size: int, device: Any) -> float:
+    if world_size == 1:
+        return float(value)
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return float(tensor.item())
+
+
+def _evaluate(model: torch.nn.Module, shard: Any, task: str, world: int, device: Any) -> dict[str, float]:
+    """Validation loss (and accuracy or RMSE) over every rank's shard, reduced globally."""
+    import torch
+
+    loss_fn = _loss(task)
+    model.eval()
+    loss_sum, correct, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in shard.iter_torch_batches(batch_size=4096, device=device):
+            out = _forward(model, batch["x"], task)
+            y = batch["y"]
+            loss_sum += float(loss_fn(out, y)) * len(y)
+            if task == "binary":
+                correct += float(((out > 0).float() == y).sum())
+            elif task == "multiclass":
+                correct += float((out.argmax(dim=1) == y).sum())
+            count += len(y)
+    total = max(_global_sum(count, world, device), 1)
+    metrics = {"val_loss": _global_sum(loss_sum, world, device) / total}
+    if task == "regression":
+        metrics["val_rmse"] = math.sqrt(metrics["val_loss"])
+    else:
+        metrics["val_accuracy"] = _global_sum(correct, world, device) / total
+    return metrics
+
+
+def _mlflow_epoch(cfg: dict[str, Any], metrics: dict[str, float]) -> None:
+    if not cfg.get("mlflow_run_id"):
+        return
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    step = int(metrics["epoch"])
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
+    mlflow.MlflowClient(cfg["mlflow_tracking_uri"]).log_batch(cfg["mlflow_run_id"], metrics=items)
+
+
+def _mlflow_resumed(cfg: dict[str, Any], state: dict[str, Any]) -> None:
+    if not cfg.get("mlflow_run_id"):
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(cfg["mlflow_tracking_uri"])
+    client.log_metric(
+        cfg["mlflow_run_id"], "resumed_from_epoch", float(state["epoch"]), step=state["num_attempts"]
+    )
+    client.set_tag(cfg["mlflow_run_id"], "raymlops.resumed", "true")
