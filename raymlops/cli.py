@@ -146,6 +146,44 @@ def _parser() -> argparse.ArgumentParser:
         "--concept-shift", type=float, default=0.0, help="0..1: change the label relationship"
     )
     generate.set_defaults(handler=_cmd_data_generate)
+
+    train = sub.add_parser(
+        "train",
+        help="train on a data version with Ray Train and register the model in MLflow",
+        description=(
+            "Prepare a data version (default: the latest), train the configured model with a Ray "
+            "Train TorchTrainer (training.num_workers workers, a checkpoint every epoch, resuming "
+            "after worker failures), track the run in MLflow and register the model bundle "
+            "(preprocessor, weights, schema, reference profile) as a new model version."
+        ),
+    )
+    _add_config(train)
+    train.add_argument("--data-version", default="latest", help="data version number or 'latest' (default)")
+    train.set_defaults(handler=_cmd_train)
+
+    models = sub.add_parser(
+        "models",
+        help="list registered model versions and show their lineage",
+        description="The MLflow model registry.",
+    )
+    models_sub = models.add_subparsers(title="models commands", metavar="COMMAND")
+    models.set_defaults(handler=lambda _a: _usage(models))
+    models_list = models_sub.add_parser(
+        "list",
+        help="list the versions of a model",
+        description="List every version of a model with its aliases and metrics.",
+    )
+    models_list.add_argument("name", nargs="?", help="model name (default: the config's name)")
+    _add_config(models_list)
+    models_list.set_defaults(handler=_cmd_models_list)
+    models_show = models_sub.add_parser(
+        "show",
+        help="show one version's lineage: run, data version, code commit, config",
+        description="Show NAME, NAME/VERSION or NAME@ALIAS: run, data version, commit, config hash, metrics.",
+    )
+    models_show.add_argument("ref", help="NAME (newest), NAME/VERSION or NAME@ALIAS")
+    _add_config(models_show)
+    models_show.set_defaults(handler=_cmd_models_show)
     return parser
 
 
@@ -417,6 +455,57 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     else:
         pacsv.write_csv(table, out)
     print(f"wrote {table.num_rows} rows to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- training and models
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from raymlops import pipeline
+
+    config = _config(args)
+    version = _parse_version(args.data_version)
+
+    def run() -> int:
+        outcome = pipeline.train_and_register(config, data_version=version, say=_say)
+        print(outcome.render())
+        return 0
+
+    return _with_runtime(config, run)
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from raymlops import registry
+
+    config = _config(args)
+    name = args.name or config.name
+    versions = registry.list_versions(config, name)
+    if not versions:
+        print(f"no registered model named {name!r}; train one with `raymlops train`")
+        return 0
+    rows = []
+    for v in versions:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at_ms / 1000))
+        rows.append(
+            (
+                v.version,
+                created,
+                ", ".join(v.aliases),
+                v.tags.get("data.version", ""),
+                v.tags.get("data.digest", "")[:12],
+                v.run_id,
+            )
+        )
+    print(_table(rows, ("version", "created (UTC)", "aliases", "data version", "data digest", "run")))
+    return 0
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    from raymlops import registry
+
+    config = _config(args)
+    print(registry.lineage(config, args.ref).render())
     return 0
 
 

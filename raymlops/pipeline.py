@@ -12,11 +12,16 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raymlops.config import ProjectConfig
-from raymlops.data import DatasetVersion
+from raymlops.data import DatasetVersion, PreparedData
 
-__all__ = ["DemoSummary", "demo", "packaged_demo_config"]
+if TYPE_CHECKING:
+    from raymlops.registry import ModelVersion
+    from raymlops.train import TrainResult
+
+__all__ = ["DemoSummary", "TrainOutcome", "demo", "packaged_demo_config", "train_and_register"]
 
 Step = Callable[[str], AbstractContextManager[object]]
 Say = Callable[[str], None]
@@ -33,6 +38,8 @@ class DemoSummary:
 
     steps: tuple[tuple[str, bool, str], ...]
     versions: tuple[DatasetVersion, ...]
+    models: tuple[ModelVersion, ...]
+    mlflow_tracking_uri: str
     quarantine_uri: str
     dashboard_url: str | None
     home: str
@@ -50,13 +57,74 @@ class DemoSummary:
                 f"  data version {v.version}: {v.num_rows} rows, digest {v.short_digest}, "
                 f"+{v.num_rows_added} from {Path(v.source_uri).name}, {v.num_rows_quarantined} quarantined"
             )
+        for m in self.models:
+            lines.append(f"  model           {m.name} version {m.version} (MLflow run {m.run_id}, {m.uri})")
         lines.append(f"  quarantine      {self.quarantine_uri}")
+        if self.mlflow_tracking_uri.startswith("sqlite:///"):
+            lines.append(
+                f"  MLflow UI       mlflow ui --backend-store-uri {self.mlflow_tracking_uri} --host 127.0.0.1"
+            )
         if self.dashboard_url:
             lines.append(f"  Ray dashboard   {self.dashboard_url} (open while a command runs)")
         lines.append(
-            "  explore         raymlops data versions -c <config>; raymlops data show latest -c <config>"
+            "  explore         raymlops data versions; raymlops models list; raymlops models show NAME/VER"
         )
         return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOutcome:
+    """A trained, registered model and how it does on the holdout."""
+
+    result: TrainResult
+    model_version: ModelVersion
+    holdout_accuracy: float | None  # classification only
+    majority_baseline: float | None  # accuracy of always predicting the most frequent class
+
+    def render(self) -> str:
+        lines = [
+            f"{self.model_version.name} version {self.model_version.version}: "
+            f"MLflow run {self.result.run_id}, {self.result.num_attempts} attempt(s)",
+            f"best epoch {int(self.result.metrics['epoch'])}: val_loss {self.result.metrics['val_loss']:.4f}",
+        ]
+        if self.holdout_accuracy is not None and self.majority_baseline is not None:
+            lines.append(
+                f"holdout accuracy {self.holdout_accuracy:.4f} vs majority-class baseline "
+                f"{self.majority_baseline:.4f} ({self.holdout_accuracy - self.majority_baseline:+.4f})"
+            )
+        return "\n".join(lines)
+
+
+def train_and_register(
+    config: ProjectConfig,
+    *,
+    data_version: int | None = None,
+    prepared: PreparedData | None = None,
+    say: Say | None = None,
+) -> TrainOutcome:
+    """Train on a data version (default: the latest) and register the model.
+
+    Pass ``prepared`` when the version is already prepared. Needs a running Ray
+    (``runtime.session``).
+    """
+    from raymlops import data, registry, train
+
+    say = say or (lambda _m: None)
+    if prepared is None:
+        version = data.get_version(config.table_uri, data_version)
+        say(f"data version {version.version} ({version.num_rows} rows, digest {version.short_digest})")
+        prepared = data.prepare(version, config)
+    result = train.run(prepared, config, progress=say)
+    model_version = registry.register(result, config, progress=say)
+    accuracy = baseline = None
+    if config.model.task != "regression":
+        test = prepared.test.to_pandas()
+        predictor = registry.load_predictor(config, model_version.uri.removeprefix("models:/"))
+        predicted = predictor.predict_frame(test)["prediction"].to_numpy()
+        truth = test[prepared.label_column].to_numpy()
+        accuracy = float((predicted == truth).mean())
+        baseline = float(test[prepared.label_column].value_counts(normalize=True).max())
+    return TrainOutcome(result, model_version, accuracy, baseline)
 
 
 def demo(
@@ -70,7 +138,8 @@ def demo(
 
     Steps: generate demo data → ingest a clean batch (a new Delta version) →
     ingest a batch with broken rows (quarantined with reasons) → prepare the
-    latest version (split, preprocessors, reference profile).
+    latest version (split, preprocessors, reference profile) → train with Ray
+    Train and register the model in MLflow.
 
     Returns:
         A ``DemoSummary``; ``ok`` is True only when every step happened.
@@ -86,6 +155,7 @@ def demo(
     demo_dir.mkdir(parents=True, exist_ok=True)
     done: list[tuple[str, bool, str]] = []
     versions: list[DatasetVersion] = []
+    models: list[ModelVersion] = []
 
     with step("generate demo churn data"):
         clean_path = demo_dir / "customers.csv"
@@ -123,11 +193,21 @@ def demo(
                 f"{prepared.feature_dim} model inputs"
             )
             done.append(("prepare", train > 0 and test > 0, f"{train}/{validation}/{test} rows"))
+
+        with step("train with Ray Train and register in MLflow"):
+            outcome = train_and_register(config, prepared=prepared, say=say)
+            for line in outcome.render().splitlines():
+                say(line)
+            beats = (outcome.holdout_accuracy or 0) > (outcome.majority_baseline or 1)
+            done.append(("train", beats, outcome.render().splitlines()[-1]))
+            models.append(outcome.model_version)
         dashboard_url = rt.dashboard_url
 
     return DemoSummary(
         steps=tuple(done),
         versions=tuple(versions),
+        models=tuple(models),
+        mlflow_tracking_uri=config.mlflow_tracking_uri,
         quarantine_uri=config.quarantine_uri,
         dashboard_url=dashboard_url,
         home=str(home),

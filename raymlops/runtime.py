@@ -93,6 +93,8 @@ def configure_mlflow(config: ProjectConfig) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # per-file download bars for a handful of small bundle files are noise in job logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return uri
 
 
