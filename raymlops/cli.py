@@ -475,6 +475,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _with_runtime(config, run)
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from raymlops import pipeline
+
+    config = _config(args)
+    version = _parse_version(args.data_version)
+
+    def run() -> int:
+        outcome = pipeline.tune_and_register(config, data_version=version, say=_say)
+        print(outcome.render())
+        return 0
+
+    return _with_runtime(config, run)
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from raymlops import registry
 

@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from raymlops.registry import ModelVersion
     from raymlops.train import TrainResult
 
-__all__ = ["DemoSummary", "TrainOutcome", "demo", "packaged_demo_config", "train_and_register"]
+__all__ = [
+    "DemoSummary",
+    "TrainOutcome",
+    "demo",
+    "packaged_demo_config",
+    "train_and_register",
+    "tune_and_register",
+]
 
 Step = Callable[[str], AbstractContextManager[object]]
 Say = Callable[[str], None]
@@ -107,22 +114,48 @@ def train_and_register(
     Pass ``prepared`` when the version is already prepared. Needs a running Ray
     (``runtime.session``).
     """
-    from raymlops import data, registry, train
+    from raymlops import train
 
     say = say or (lambda _m: None)
-    if prepared is None:
-        version = data.get_version(config.table_uri, data_version)
-        say(f"data version {version.version} ({version.num_rows} rows, digest {version.short_digest})")
-        prepared = data.prepare(version, config)
-    result = train.run(prepared, config, progress=say)
+    prepared = prepared or _prepare(config, data_version, say)
+    return _register(config, train.run(prepared, config, progress=say), say)
+
+
+def tune_and_register(
+    config: ProjectConfig,
+    *,
+    data_version: int | None = None,
+    prepared: PreparedData | None = None,
+    say: Say | None = None,
+) -> TrainOutcome:
+    """Sweep ``config.tuning`` on a data version and register the best trial."""
+    from raymlops import tune
+
+    say = say or (lambda _m: None)
+    prepared = prepared or _prepare(config, data_version, say)
+    return _register(config, tune.run(prepared, config, progress=say).best, say)
+
+
+def _prepare(config: ProjectConfig, data_version: int | None, say: Say) -> PreparedData:
+    from raymlops import data
+
+    version = data.get_version(config.table_uri, data_version)
+    say(f"data version {version.version} ({version.num_rows} rows, digest {version.short_digest})")
+    return data.prepare(version, config)
+
+
+def _register(config: ProjectConfig, result: TrainResult, say: Say) -> TrainOutcome:
+    """Register a trained model and measure it on the holdout against the majority class."""
+    from raymlops import registry
+
     model_version = registry.register(result, config, progress=say)
     accuracy = baseline = None
     if config.model.task != "regression":
+        prepared = result.prepared
         test = prepared.test.to_pandas()
-        predictor = registry.load_predictor(config, model_version.uri.removeprefix("models:/"))
+        predictor = registry.load_predictor(config, f"{model_version.name}/{model_version.version}")
         predicted = predictor.predict_frame(test)["prediction"].to_numpy()
-        truth = test[prepared.label_column].to_numpy()
-        accuracy = float((predicted == truth).mean())
+        accuracy = float((predicted == test[prepared.label_column].to_numpy()).mean())
         baseline = float(test[prepared.label_column].value_counts(normalize=True).max())
     return TrainOutcome(result, model_version, accuracy, baseline)
 

@@ -128,15 +128,16 @@ def register(
     say = progress or (lambda _m: None)
     tracking_uri = runtime.configure_mlflow(config)
     prepared = result.prepared
-    model = load_weights(result, config)
+    model = load_weights(result)
+    hp = result.hyperparameters
     spec = {
         "model_name": config.name,
         "task": config.model.task,
         "input_dim": prepared.feature_dim,
         "output_dim": result.output_dim,
-        "hidden_sizes": list(config.model.hidden_sizes),
-        "dropout": config.model.dropout,
-        "factory": config.model.factory,
+        "hidden_sizes": list(hp["hidden_sizes"]),
+        "dropout": hp["dropout"],
+        "factory": hp["factory"],
         "label_classes": list(prepared.label_classes) if prepared.label_classes is not None else None,
         "schema": prepared.dataset_version.schema.model_dump(mode="json", by_alias=True),
         "train_run_id": result.run_id,

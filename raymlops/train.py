@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     import ray.data
     import torch
 
-__all__ = ["TrainResult", "build_model", "load_weights", "model_inputs", "run"]
+__all__ = [
+    "TrainResult",
+    "build_model",
+    "check_resources",
+    "checkpoint_state",
+    "load_weights",
+    "model_inputs",
+    "run",
+]
 
 _STATE_FILE = "state.pt"
 Progress = Callable[[str], None]
@@ -56,6 +64,8 @@ class TrainResult:
         history: every epoch's metrics, in order.
         prepared: the data the model was trained on (splits, preprocessor, profile).
         num_attempts: 1 + the number of times the run resumed after a failure.
+        hyperparameters: the values the run used (config plus sweep overrides); the
+            model is rebuilt from these, not from the config.
     """
 
     run_id: str
@@ -65,6 +75,7 @@ class TrainResult:
     history: tuple[dict[str, float], ...]
     prepared: PreparedData
     output_dim: int
+    hyperparameters: dict[str, Any]
     num_attempts: int = 1
     stopped_early: bool = False
 
@@ -110,19 +121,27 @@ def output_dim_for(config: ProjectConfig, label_classes: tuple[Any, ...] | None)
     return 1
 
 
-def load_weights(result: TrainResult, config: ProjectConfig) -> torch.nn.Module:
-    """The best weights of a finished run as an eval-mode module on the CPU."""
+def checkpoint_state(checkpoint_path: str) -> dict[str, Any]:
+    """The training state saved in a checkpoint: epoch, history, best metrics and weights, attempts."""
     import torch
 
-    state = torch.load(Path(result.checkpoint_path) / _STATE_FILE, map_location="cpu", weights_only=False)
+    blob = torch.load(Path(checkpoint_path) / _STATE_FILE, map_location="cpu", weights_only=False)
+    state: dict[str, Any] = blob["state"]
+    return state
+
+
+def load_weights(result: TrainResult) -> torch.nn.Module:
+    """The best weights of a finished run as an eval-mode module on the CPU."""
+    state = checkpoint_state(result.checkpoint_path)
+    hp = result.hyperparameters
     model = build_model(
         result.prepared.feature_dim,
         result.output_dim,
-        config.model.hidden_sizes,
-        config.model.dropout,
-        config.model.factory,
+        tuple(hp["hidden_sizes"]),
+        hp["dropout"],
+        hp["factory"],
     )
-    model.load_state_dict(state["state"]["best_model"])
+    model.load_state_dict(state["best_model"])
     return model.eval()
 
 
@@ -166,6 +185,7 @@ def run(
     run_name: str | None = None,
     progress: Progress | None = None,
     parent_run_id: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train on ``prepared`` with Ray Train and track the run in MLflow.
 
@@ -176,6 +196,7 @@ def run(
         run_name: the Ray Train run name; re-using one resumes that run on purpose.
         progress: called with one line per epoch.
         parent_run_id: MLflow parent run (a sweep), if any.
+        callbacks: Ray Train run callbacks (a sweep passes Tune's report callback).
 
     Raises:
         InsufficientResourcesError: the cluster cannot hold the requested workers (before any start).
@@ -202,7 +223,7 @@ def run(
     run_name = run_name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     storage_path = str(config.home_path / "train")
 
-    experiment_id = _experiment(config)
+    experiment_id = tracking.experiment_id(config)
     tags = {
         "raymlops.stage": "train",
         "raymlops.model_name": config.name,
@@ -230,7 +251,11 @@ def run(
             "model.input_dim": str(prepared.feature_dim),
         }
     )
-    _log_params(client, run_id, params)
+    tracking.log_params(client, run_id, params)
+    hyperparameters = {
+        k: v for k, v in loop_config.items() if k not in ("mlflow_run_id", "mlflow_tracking_uri")
+    }
+    client.set_tag(run_id, "raymlops.hyperparameters", json.dumps(hyperparameters, sort_keys=True))
     client.log_text(run_id, prepared.dataset_version.to_json(), "data/dataset_version.json")
     loop_config.update({"mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri})
 
@@ -252,6 +277,7 @@ def run(
                 max_failures=training.max_failures, controller_failure_limit=3
             ),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets={
             "train": model_inputs(prepared.train, prepared, task),
@@ -277,12 +303,9 @@ def run(
         client.set_terminated(run_id, status="FAILED")
         raise TrainingError(f"training run {run_name} finished without a checkpoint; nothing to register")
     checkpoint_path = result.checkpoint.path
-    with result.checkpoint.as_directory() as folder:
-        import torch
-
-        state = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=False)
-    best = dict(state["state"]["best_metrics"])
-    num_attempts = int(state["state"]["num_attempts"])
+    state = checkpoint_state(checkpoint_path)
+    best = dict(state["best_metrics"])
+    num_attempts = int(state["num_attempts"])
     for key, value in best.items():
         client.log_metric(run_id, f"best_{key}", float(value))
     client.set_tag(run_id, "raymlops.num_attempts", str(num_attempts))
@@ -300,6 +323,7 @@ def run(
         history=history,
         prepared=prepared,
         output_dim=int(loop_config["output_dim"]),
+        hyperparameters=hyperparameters,
         num_attempts=num_attempts,
         stopped_early=len(history) < int(loop_config["epochs"]),
     )
@@ -363,27 +387,6 @@ def _ordered_execution() -> Any:
     options = ExecutionOptions()
     options.preserve_order = True  # deterministic shards: the splitter drops locality hints
     return options
-
-
-def _experiment(config: ProjectConfig) -> str:
-    """The project's MLflow experiment, with artifacts under the storage home (not ./mlruns)."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    existing = client.get_experiment_by_name(config.name)
-    if existing is not None:
-        return str(existing.experiment_id)
-    artifacts = config.home_path / "mlartifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(config.name, artifact_location=artifacts.as_uri()))
-
-
-def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v) for k, v in sorted(params.items())]
-    for start in range(0, len(items), 100):  # MLflow's batch limit
-        client.log_batch(run_id, params=items[start : start + 100])
 
 
 # --------------------------------------------------------------------------- worker loop

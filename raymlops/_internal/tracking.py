@@ -68,3 +68,24 @@ def environment_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return tags
+
+
+def experiment_id(config: ProjectConfig) -> str:
+    """The project's MLflow experiment, with artifacts under the storage home (not ./mlruns)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(config.name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    artifacts = config.home_path / "mlartifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return str(client.create_experiment(config.name, artifact_location=artifacts.as_uri()))
+
+
+def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):  # MLflow's batch limit
+        client.log_batch(run_id, params=items[start : start + 100])

@@ -31,7 +31,7 @@ def _prepare(make_config, source, **sections):
 
 
 def _holdout_accuracy(result, cfg):
-    model = train.load_weights(result, cfg)
+    model = train.load_weights(result)
     test = result.prepared.test.to_pandas()
     features = np.stack(result.prepared.preprocessor.transform_batch(test)["features"].to_numpy()).astype(
         np.float32
@@ -48,7 +48,7 @@ def test_two_runs_give_equal_metrics_and_weights_and_beat_the_baseline(make_conf
     first = train.run(prepared, cfg)
     second = train.run(prepared, cfg)
     assert first.history == second.history
-    a, b = train.load_weights(first, cfg).state_dict(), train.load_weights(second, cfg).state_dict()
+    a, b = train.load_weights(first).state_dict(), train.load_weights(second).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     accuracy, majority = _holdout_accuracy(first, cfg)
     assert accuracy > majority + 0.08, (accuracy, majority)

@@ -1,0 +1,53 @@
+"""A sweep on the shared cluster: ASHA stops trials early, child runs are logged, the best is registered."""
+
+from __future__ import annotations
+
+import mlflow
+import pyarrow.csv as pacsv
+import pytest
+
+from raymlops import data, registry, tune
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
+
+
+def test_sweep_of_four_trials_stops_some_early_and_registers_the_best(tmp_path, make_config):
+    cfg = make_config(
+        training={"num_workers": 1, "epochs": 4, "cpus_per_worker": 0.5, "batch_size": 256},
+        tuning={
+            "num_samples": 4,
+            "max_concurrent_trials": 2,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "search_space": {
+                # a learning rate spread wide enough that poor trials are clearly behind after one epoch
+                "learning_rate": {"type": "choice", "values": [0.00005, 0.0001, 0.01, 0.02]},
+            },
+        },
+    )
+    pacsv.write_csv(data.generate_demo_data(2000, seed=31), tmp_path / "d.csv")
+    prepared = data.prepare(data.ingest(str(tmp_path / "d.csv"), cfg), cfg)
+    lines: list[str] = []
+    sweep = tune.run(prepared, cfg, progress=lines.append)
+
+    assert len(sweep.trials) == 4
+    assert sweep.num_stopped_early >= 1, [(t.status, t.epochs_run) for t in sweep.trials]
+    assert all(t.epochs_run < 4 for t in sweep.trials if t.status == "STOPPED")
+    best = min((t for t in sweep.trials if t.status == "FINISHED"), key=lambda t: t.best_val_loss)
+    assert sweep.best.run_id == best.run_id
+    assert sweep.best.metrics["val_loss"] == pytest.approx(best.best_val_loss)
+    assert sweep.best.hyperparameters["learning_rate"] in (0.01, 0.02)
+
+    client = mlflow.MlflowClient(cfg.mlflow_tracking_uri)
+    children = client.search_runs(
+        [client.get_run(sweep.parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'",
+    )
+    assert {c.info.run_id for c in children} == {t.run_id for t in sweep.trials}
+    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
+    assert client.get_run(sweep.parent_run_id).data.tags["raymlops.best_run_id"] == sweep.best.run_id
+
+    mv = registry.register(sweep.best, cfg)
+    predictor = registry.load_predictor(cfg, f"{cfg.name}/{mv.version}")
+    assert len(predictor.predict_frame(prepared.test.to_pandas().head(5))) == 5
+    assert any("stopped early by ASHA" in line for line in lines)
