@@ -161,6 +161,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-version", default="latest", help="data version number or 'latest' (default)")
     train.set_defaults(handler=_cmd_train)
 
+    tune = sub.add_parser(
+        "tune",
+        help="sweep hyperparameters with Ray Tune + ASHA and register the best trial",
+        description=(
+            "Run tuning.num_samples trials over tuning.search_space (uniform, loguniform, choice, "
+            "randint), each a full Ray Train run and an MLflow child run of the sweep's parent run. "
+            "ASHA stops trials that fall behind after tuning.grace_period epochs; at most "
+            "tuning.max_concurrent_trials run at once and tuning.time_budget_s bounds the sweep. "
+            "The best finished trial is registered as a new model version."
+        ),
+    )
+    _add_config(tune)
+    tune.add_argument("--data-version", default="latest", help="data version number or 'latest' (default)")
+    tune.set_defaults(handler=_cmd_tune)
+
     models = sub.add_parser(
         "models",
         help="list registered model versions and show their lineage",

@@ -88,6 +88,20 @@ class TrainOutcome:
     holdout_accuracy: float | None  # classification only
     majority_baseline: float | None  # accuracy of always predicting the most frequent class
 
+    def summary(self) -> dict[str, object]:
+        """The facts a job prints as JSON."""
+        return {
+            "model": self.model_version.name,
+            "model_version": self.model_version.version,
+            "run_id": self.result.run_id,
+            "num_attempts": self.result.num_attempts,
+            "data_version": self.result.prepared.dataset_version.version,
+            "data_digest": self.result.prepared.dataset_version.digest,
+            "best_metrics": self.result.metrics,
+            "holdout_accuracy": self.holdout_accuracy,
+            "majority_baseline": self.majority_baseline,
+        }
+
     def render(self) -> str:
         lines = [
             f"{self.model_version.name} version {self.model_version.version}: "

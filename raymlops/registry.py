@@ -278,6 +278,16 @@ def model_uri(config: ProjectConfig, ref: str) -> str:
     return resolve(config, ref).uri if version is None else f"models:/{name}/{version}"
 
 
+def load(config: ProjectConfig, ref: str) -> Any:
+    """The MLflow pyfunc model for ``NAME``, ``NAME/VERSION`` or ``NAME@ALIAS``."""
+    import mlflow
+
+    from raymlops import runtime
+
+    runtime.configure_mlflow(config)
+    return mlflow.pyfunc.load_model(model_uri(config, ref))
+
+
 def load_predictor(config: ProjectConfig, ref: str) -> Predictor:
     """Download a version's bundle and build its ``Predictor`` (what serving uses)."""
     import mlflow

@@ -26,9 +26,13 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raymlops.config import ENV_HOME, ProjectConfig
 from raymlops.errors import RuntimeStartError, StorageError
+
+if TYPE_CHECKING:
+    import ray
 
 __all__ = ["Runtime", "configure_mlflow", "ensure_home", "session", "start"]
 
@@ -126,6 +130,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                 namespace=namespace,
                 log_to_driver=log_to_driver,
                 logging_level=logging.WARNING,
+                logging_config=_worker_logging(),
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RuntimeStartError(
@@ -150,6 +155,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                 runtime_env={"env_vars": env_vars},
                 log_to_driver=log_to_driver,
                 logging_level=logging.WARNING,
+                logging_config=_worker_logging(),
                 _metrics_export_port=metrics_port,
             )
         except Exception as e:  # Ray raises many types on a failed start
@@ -180,6 +186,13 @@ def session(config: ProjectConfig, *, log_to_driver: bool = True) -> Iterator[Ru
         yield rt
     finally:
         rt.stop()
+
+
+def _worker_logging() -> ray.LoggingConfig:
+    """Workers and actors log WARNING and up to the terminal; INFO stays in the session's log files."""
+    import ray
+
+    return ray.LoggingConfig(log_level="WARNING")
 
 
 def _dashboard_url() -> str | None:

@@ -209,7 +209,7 @@ def run(
     """
     import mlflow
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from raymlops import runtime
@@ -263,12 +263,8 @@ def run(
     trainer = TorchTrainer(
         _train_loop,  # type: ignore[arg-type]  # V2 keeps rank 0's return value; V1 stubs say None
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(
-            num_workers=training.num_workers,
-            use_gpu=training.use_gpu,
-            resources_per_worker={"CPU": training.cpus_per_worker, **training.resources_per_worker}
-            | ({"GPU": 1} if training.use_gpu else {}),
-        ),
+        scaling_config=scaling_config(config),
+        torch_config=torch_config(config),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -327,6 +323,26 @@ def run(
         num_attempts=num_attempts,
         stopped_early=len(history) < int(loop_config["epochs"]),
     )
+
+
+def scaling_config(config: ProjectConfig) -> Any:
+    """Workers and what each holds: ``cpus_per_worker`` CPUs, one GPU each with ``use_gpu``."""
+    from ray.train import ScalingConfig
+
+    training = config.training
+    resources = {"CPU": training.cpus_per_worker, **training.resources_per_worker}
+    if training.use_gpu:
+        resources["GPU"] = 1
+    return ScalingConfig(
+        num_workers=training.num_workers, use_gpu=training.use_gpu, resources_per_worker=resources
+    )
+
+
+def torch_config(config: ProjectConfig) -> Any:
+    """nccl between GPU workers, gloo between CPU workers (stated, not left to a default)."""
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if config.training.use_gpu else "gloo")
 
 
 def check_resources(config: ProjectConfig, cluster: dict[str, float]) -> None:

@@ -78,3 +78,24 @@ def test_builtin_bases():
     assert issubclass(errors.StorageError, OSError)
     assert issubclass(errors.VersionNotFoundError, LookupError)
     assert issubclass(errors.RuntimeStartError, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    ("argv", "handler"),
+    [
+        (["demo"], "_cmd_demo"),
+        (["data", "ingest", "f.csv"], "_cmd_data_ingest"),
+        (["data", "versions"], "_cmd_data_versions"),
+        (["data", "show", "1"], "_cmd_data_show"),
+        (["data", "profile"], "_cmd_data_profile"),
+        (["data", "generate", "o.csv"], "_cmd_data_generate"),
+        (["train"], "_cmd_train"),
+        (["tune"], "_cmd_tune"),
+        (["models", "list"], "_cmd_models_list"),
+        (["models", "show", "churn/1"], "_cmd_models_show"),
+    ],
+)
+def test_every_command_is_wired_to_its_handler(argv, handler):
+    from raymlops.cli import _parser
+
+    assert _parser().parse_args(argv).handler.__name__ == handler

@@ -45,6 +45,8 @@ def test_readme_documents_every_command():
         nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
         for child in nested[0].choices if nested else ():
             assert f"### `raymlops {name} {child}" in readme
+    for documented in re.findall(r"^### `raymlops ([a-z]+)", readme, re.M):
+        assert documented in commands, f"README documents `raymlops {documented}`, which does not exist"
 
 
 def test_prometheus_scrapes_the_pinned_metrics_port():
