@@ -477,28 +477,22 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from raymlops import pipeline
-
-    config = _config(args)
-    version = _parse_version(args.data_version)
-
-    def run() -> int:
-        outcome = pipeline.train_and_register(config, data_version=version, say=_say)
-        print(outcome.render())
-        return 0
-
-    return _with_runtime(config, run)
+    return _fit_and_register(args, sweep=False)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    return _fit_and_register(args, sweep=True)
+
+
+def _fit_and_register(args: argparse.Namespace, *, sweep: bool) -> int:
     from raymlops import pipeline
 
     config = _config(args)
     version = _parse_version(args.data_version)
+    fit = pipeline.tune_and_register if sweep else pipeline.train_and_register
 
     def run() -> int:
-        outcome = pipeline.tune_and_register(config, data_version=version, say=_say)
-        print(outcome.render())
+        print(fit(config, data_version=version, say=_say).render())
         return 0
 
     return _with_runtime(config, run)

@@ -1,7 +1,7 @@
 """Ingest: read a source with Ray Data, validate it against the schema, commit a Delta version.
 
-The data path is a few Ray Data passes over Arrow batches (validation and
-hashing are vectorised pyarrow/NumPy); only the per-batch summaries, the ids
+The data path is a few Ray Data passes over Arrow blocks (validation and
+hashing are vectorised pyarrow/NumPy, so each call gets a whole block); only the per-batch summaries, the ids
 (for the duplicate check) and the invalid rows (for quarantine) reach the
 driver. Nothing is written unless the input is acceptable, and the valid rows
 land in one atomic Delta commit.
@@ -25,7 +25,6 @@ from raymlops.data._results import DatasetVersion, RuleViolation, ValidationRepo
 from raymlops.data._schema import (
     ERRORS_COLUMN,
     RAW_COLUMN,
-    ColumnRule,
     column_rules,
     mark_duplicates,
     missing_columns,
@@ -90,7 +89,9 @@ def ingest(
         ds = ds.select_columns([c for c in present if c in wanted])
 
     checked = _materialize(
-        ds.map_batches(functools.partial(validate_batch, rules=rules), batch_format="pyarrow"),
+        ds.map_batches(
+            functools.partial(validate_batch, rules=rules), batch_format="pyarrow", batch_size=None
+        ),
         source_uri,
         fmt,
     )
@@ -122,8 +123,8 @@ def ingest(
         for line in report.render().splitlines()[1:]:
             say(line)
 
-    previous = _previous(table_uri, rules)
-    valid = checked.map_batches(_valid_rows, batch_format="pyarrow")
+    previous = _previous(table_uri)
+    valid = checked.map_batches(_valid_rows, batch_format="pyarrow", batch_size=None)
     _write_delta(valid, table_uri, mode)
     version = _store.delta_version(table_uri)
     assert version is not None  # the write above created it
@@ -180,14 +181,19 @@ def detect_format(source_uri: str, configured: str = "auto") -> str:
 
 def _read(source_uri: str, fmt: str) -> ray.data.Dataset:
     import pyarrow.csv as pacsv
+    import ray
     import ray.data
 
+    # Few, large blocks: every pass below is vectorised per block, and on a small
+    # cluster per-block task overhead, not the work, dominates with hundreds of blocks.
+    num_blocks = max(2, int(ray.cluster_resources().get("CPU", 2)))
     if fmt == "csv":
         # Empty cells are missing values, not empty strings.
-        return ray.data.read_csv(source_uri, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        options = pacsv.ConvertOptions(strings_can_be_null=True)
+        return ray.data.read_csv(source_uri, convert_options=options, override_num_blocks=num_blocks)
     if fmt == "parquet":
-        return ray.data.read_parquet(source_uri)
-    return ray.data.read_delta(source_uri)
+        return ray.data.read_parquet(source_uri, override_num_blocks=num_blocks)
+    return ray.data.read_delta(source_uri, override_num_blocks=num_blocks)
 
 
 def _column_names(ds: ray.data.Dataset, source_uri: str, fmt: str) -> list[str]:
@@ -224,7 +230,7 @@ def _mark_duplicate_ids(checked: ray.data.Dataset, id_column: str) -> ray.data.D
     if len(duplicated) == 0:
         return checked
     mark = functools.partial(mark_duplicates, id_column=id_column, duplicated=duplicated)
-    return checked.map_batches(mark, batch_format="pyarrow").materialize()
+    return checked.map_batches(mark, batch_format="pyarrow", batch_size=None).materialize()
 
 
 class _Summary:
@@ -263,7 +269,7 @@ class _Summary:
 
 def _summarise(checked: ray.data.Dataset, max_examples: int) -> _Summary:
     summarise = functools.partial(_summarise_batch, max_examples=max_examples)
-    rows = checked.map_batches(summarise, batch_format="pyarrow").take_all()
+    rows = checked.map_batches(summarise, batch_format="pyarrow", batch_size=None).take_all()
     summary = _Summary(max_examples)
     for row in rows:
         summary.add(row)
@@ -322,7 +328,7 @@ def _invalid_rows(batch: pa.Table) -> pa.Table:
 def _quarantine(checked: ray.data.Dataset, quarantine_uri: str, source_uri: str, ingest_id: str) -> int:
     import ray
 
-    refs = checked.map_batches(_invalid_rows, batch_format="pyarrow").to_arrow_refs()
+    refs = checked.map_batches(_invalid_rows, batch_format="pyarrow", batch_size=None).to_arrow_refs()
     bad = pa.concat_tables(ray.get(refs))
     n = bad.num_rows
     rows = pa.table(
@@ -339,18 +345,19 @@ def _quarantine(checked: ray.data.Dataset, quarantine_uri: str, source_uri: str,
     return n
 
 
-def _previous(table_uri: str, rules: tuple[ColumnRule, ...]) -> _digest.RowSums | None:
+def _previous(table_uri: str) -> _digest.RowSums | None:
     """The digest state of the table's latest version (None for a new table)."""
-    if _store.delta_version(table_uri) is None:
+    latest = _store.delta_version(table_uri)
+    if latest is None:
         return None
-    last = _store.list_versions(table_uri)
-    if last and last[-1].version == _store.delta_version(table_uri):
-        v = last[-1]
+    recorded = _store.list_versions(table_uri)
+    if recorded and recorded[-1].version == latest:
+        v = recorded[-1]
         return _digest.RowSums(v.sums[0], v.sums[1], v.num_rows)
     # Written outside raymlops since the last record: hash what is there now.
     from raymlops.data._prepare import table_sums
 
-    return table_sums(table_uri, None)
+    return table_sums(table_uri, latest)
 
 
 def _write_delta(valid: ray.data.Dataset, table_uri: str, mode: str) -> None:

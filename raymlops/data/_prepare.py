@@ -112,6 +112,7 @@ def _prepare(dataset_version: DatasetVersion, config: ProjectConfig) -> Prepared
                 schema=table_schema(rules),
             ),
             batch_format="pyarrow",
+            batch_size=None,
         )
         .materialize()
     )
@@ -225,7 +226,7 @@ def table_sums(table_uri: str, version: int | None) -> _digest.RowSums:
     import ray.data
 
     ds = ray.data.read_delta(table_uri, version=version)
-    rows = ds.map_batches(_batch_sums, batch_format="pyarrow").take_all()
+    rows = ds.map_batches(_batch_sums, batch_format="pyarrow", batch_size=None).take_all()
     total = _digest.RowSums()
     for row in rows:
         total += _digest.RowSums(int(row["sum_1"]), int(row["sum_2"]), int(row["num_rows"]))
@@ -258,7 +259,7 @@ def _assign_split(
 
 
 def _split_sums(keyed: ray.data.Dataset) -> list[_digest.RowSums]:
-    rows = keyed.map_batches(_per_split_sums, batch_format="pyarrow").take_all()
+    rows = keyed.map_batches(_per_split_sums, batch_format="pyarrow", batch_size=None).take_all()
     out = [_digest.RowSums() for _ in SPLITS]
     for row in rows:
         out[row["split"]] += _digest.RowSums(int(row["sum_1"]), int(row["sum_2"]), int(row["num_rows"]))

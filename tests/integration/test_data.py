@@ -230,3 +230,19 @@ def test_versions_are_recorded_and_looked_up(tmp_path, make_config):
         data.get_version(cfg.table_uri, 7)
     rules = column_rules(cfg.data.schema)
     assert DeltaTable(cfg.table_uri).schema().to_arrow().names == table_schema(rules).names
+
+
+def test_rows_appended_outside_raymlops_are_covered_by_the_next_digest(tmp_path, make_config):
+    from deltalake import write_deltalake
+
+    from raymlops.data._schema import column_rules as rules_of
+    from raymlops.data._schema import table_schema as schema_of
+
+    cfg = make_config()
+    data.ingest(_csv(tmp_path / "a.csv", num_rows=100, seed=1), cfg)
+    outside = data.generate_demo_data(30, seed=2, id_offset=5000).cast(schema_of(rules_of(cfg.data.schema)))
+    write_deltalake(cfg.table_uri, outside, mode="append")  # a writer that is not raymlops
+    v = data.ingest(_csv(tmp_path / "b.csv", num_rows=50, seed=3, id_offset=9000), cfg)
+    assert (v.version, v.num_rows, v.num_rows_added) == (2, 180, 50)
+    prepared = data.prepare(v, cfg)  # verifies the recorded digest against every stored row
+    assert sum(prepared.split_num_rows) == 180
