@@ -164,7 +164,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                 "may hold the ports: stop it with `ray stop`, or set RAY_ADDRESS to attach."
             ) from e
         started_here = True
-    _quiet_ray_data()
+    _configure_ray_data()
     context = ray.get_runtime_context()
     gcs_address = context.gcs_address
     dashboard_url = _dashboard_url()
@@ -222,8 +222,8 @@ def _free_port_or_next(host: str, port: int, attempts: int = 20) -> int:
     )
 
 
-def _quiet_ray_data() -> None:
-    """Progress bars on a terminal; no per-dataset execution chatter; the fast Parquet reader."""
+def _configure_ray_data() -> None:
+    """Ray Data for raymlops: bars only on a terminal, no execution chatter, the fast Parquet reader."""
     import sys
 
     from ray.data import DataContext

@@ -47,9 +47,9 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     ray.init(num_cpus=4, include_dashboard=False, namespace="raymlops-tests", logging_level="WARNING")
-    from raymlops.runtime import _quiet_ray_data
+    from raymlops.runtime import _configure_ray_data
 
-    _quiet_ray_data()
+    _configure_ray_data()
     try:
         yield
     finally:
