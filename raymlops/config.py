@@ -262,16 +262,18 @@ class TrainingConfig(_Section):
 
 
 class SearchDimension(_Section):
-    type: Literal["uniform", "loguniform", "choice", "randint"]
+    """One tuned hyperparameter: sampled (uniform, loguniform, choice, randint) or every value (grid)."""
+
+    type: Literal["uniform", "loguniform", "choice", "randint", "grid"]
     low: float | None = None
     high: float | None = None
     values: tuple[Any, ...] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchDimension:
-        if self.type == "choice":
+        if self.type in ("choice", "grid"):
             if not self.values:
-                raise _FieldProblem("values", "a 'choice' dimension needs a non-empty 'values' list")
+                raise _FieldProblem("values", f"a {self.type!r} dimension needs a non-empty 'values' list")
             return self
         if self.low is None or self.high is None:
             raise _FieldProblem("low", f"a {self.type!r} dimension needs both 'low' and 'high'")

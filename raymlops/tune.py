@@ -60,9 +60,10 @@ def search_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, dim in space.items():
-        if dim.type == "choice":
-            values = dim.values or ()  # the config guarantees a non-empty list
-            out[key] = tune.choice([list(v) if isinstance(v, (list, tuple)) else v for v in values])
+        if dim.type in ("choice", "grid"):
+            values = [list(v) if isinstance(v, (list, tuple)) else v for v in dim.values or ()]
+            # grid: every value, in order, once per sample; choice: one value drawn per trial
+            out[key] = tune.grid_search(values) if dim.type == "grid" else tune.choice(values)
             continue
         low, high = float(dim.low or 0.0), float(dim.high or 0.0)  # both set: checked by the config
         if dim.type == "uniform":

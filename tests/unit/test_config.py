@@ -186,3 +186,30 @@ def test_config_error_survives_pickling(tmp_path):
 def test_demo_schema_is_valid_on_its_own():
     schema = copy.deepcopy(demo_schema())
     assert len(schema["features"]) == 12
+
+
+def test_grid_and_choice_dimensions_need_values(tmp_path):
+    err = _error(demo_raw_config(tmp_path, tuning={"search_space": {"learning_rate": {"type": "grid"}}}))
+    assert err.paths == ["tuning.search_space.learning_rate.values"]
+    assert "a 'grid' dimension needs a non-empty 'values' list" in str(err)
+
+
+def test_search_space_becomes_tune_samplers(tmp_path):
+    from raymlops.tune import search_space
+
+    cfg = parse_config(
+        demo_raw_config(
+            tmp_path,
+            tuning={
+                "search_space": {
+                    "learning_rate": {"type": "grid", "values": [0.1, 0.01]},
+                    "hidden_sizes": {"type": "choice", "values": [[8], [16, 8]]},
+                    "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
+                }
+            },
+        )
+    )
+    space = search_space(cfg.tuning.search_space)
+    assert space["learning_rate"] == {"grid_search": [0.1, 0.01]}
+    assert space["hidden_sizes"].categories == [[8], [16, 8]]
+    assert (space["dropout"].lower, space["dropout"].upper) == (0.0, 0.5)
