@@ -156,8 +156,12 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         f"sweep {sweep_name}: {tuning.num_samples} trials, {tuning.max_concurrent_trials} at a time, "
         f"ASHA on {tuning.metric} ({tuning.mode}); MLflow parent run {parent_id}"
     )
-    tuner.fit()
-    trials = _trials(client, parent_id, config.training.epochs)
+    grid = tuner.fit()
+    # Tune's own verdict: trials that raised. Any other trial that did not finish was stopped
+    # by ASHA, even when its train.run saw the stop as an error and marked its run FAILED.
+    results = [grid[i] for i in range(len(grid))]
+    errored = {(r.metrics or {}).get("trial_id") for r in results if r.error is not None}
+    trials = _trials(client, parent_id, sweep_name, config.training.epochs, errored)
     for t in trials:
         say(
             f"  trial {t.run_id[:8]} {t.status.lower():8s} after {t.epochs_run} epoch(s): "
@@ -208,8 +212,10 @@ def _trial(
     )
 
 
-def _trials(client: Any, parent_id: str, max_epochs: int) -> list[TrialSummary]:
-    """Read every child run back from MLflow; mark those ASHA stopped (left RUNNING) as STOPPED."""
+def _trials(
+    client: Any, parent_id: str, sweep_name: str, max_epochs: int, errored: set[Any]
+) -> list[TrialSummary]:
+    """Read every child run back from MLflow; mark the ones ASHA stopped as STOPPED (MLflow: KILLED)."""
     children = client.search_runs(
         [client.get_run(parent_id).info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
@@ -220,11 +226,12 @@ def _trials(client: Any, parent_id: str, max_epochs: int) -> list[TrialSummary]:
         epochs = len({m.step for m in history})
         best = min((m.value for m in history), default=math.inf)
         status = child.info.status
-        if status == "RUNNING":  # the trial actor was stopped mid-run: ASHA's decision
-            status = "STOPPED" if epochs < max_epochs else "FINISHED"
+        trial_id = child.data.tags.get("ray.train.run_name", "").removeprefix(f"{sweep_name}-")
+        if status in ("RUNNING", "FAILED") and trial_id not in errored and epochs > 0:
+            status = "STOPPED"  # ASHA stopped the trial actor while its training run was live
             client.set_tag(child.info.run_id, "raymlops.stopped_by", "asha")
             client.log_metric(child.info.run_id, "best_val_loss", best)
-            client.set_terminated(child.info.run_id, status="KILLED" if status == "STOPPED" else "FINISHED")
+            client.set_terminated(child.info.run_id, status="KILLED")
         hp = json.loads(child.data.tags.get("raymlops.hyperparameters", "{}"))
         overrides = {
             k[len("override.") :]: json.loads(v)
