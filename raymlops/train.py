@@ -261,7 +261,7 @@ def run(
 
     task = config.model.task
     trainer = TorchTrainer(
-        _train_loop,  # type: ignore[arg-type]  # V2 keeps rank 0's return value; V1 stubs say None
+        _train_loop,
         train_loop_config=loop_config,
         scaling_config=scaling_config(config),
         torch_config=torch_config(config),
@@ -294,34 +294,56 @@ def run(
             f"Worker logs are under the Ray session folder; the MLflow run {run_id} has the epochs that "
             "finished. Re-run with the same run_name to resume from the last checkpoint."
         ) from e
-    history = tuple(getattr(result, "return_value", None) or ())  # rank 0's return (Train V2)
-    if result.checkpoint is None or not history:
+    if result.checkpoint is None:
         client.set_terminated(run_id, status="FAILED")
         raise TrainingError(f"training run {run_name} finished without a checkpoint; nothing to register")
-    checkpoint_path = result.checkpoint.path
-    state = checkpoint_state(checkpoint_path)
-    best = dict(state["best_metrics"])
-    num_attempts = int(state["num_attempts"])
-    for key, value in best.items():
+    trained = result_from_checkpoint(
+        run_id=run_id,
+        run_name=run_name,
+        checkpoint_path=result.checkpoint.path,
+        prepared=prepared,
+        hyperparameters=hyperparameters,
+    )
+    for key, value in trained.metrics.items():
         client.log_metric(run_id, f"best_{key}", float(value))
-    client.set_tag(run_id, "raymlops.num_attempts", str(num_attempts))
-    client.set_tag(run_id, "ray.train.checkpoint_path", checkpoint_path)
+    client.set_tag(run_id, "raymlops.num_attempts", str(trained.num_attempts))
+    client.set_tag(run_id, "ray.train.checkpoint_path", trained.checkpoint_path)
     client.set_terminated(run_id, status="FINISHED")
+    best = trained.metrics
     say(
         f"best epoch {int(best['epoch'])}: val_loss {best['val_loss']:.4f}"
         + (f", val_accuracy {best['val_accuracy']:.4f}" if "val_accuracy" in best else "")
     )
+    return trained
+
+
+def result_from_checkpoint(
+    *,
+    run_id: str,
+    run_name: str,
+    checkpoint_path: str,
+    prepared: PreparedData,
+    hyperparameters: dict[str, Any],
+) -> TrainResult:
+    """A ``TrainResult`` rebuilt from a run's last checkpoint.
+
+    The checkpoint holds the whole training state (history, best metrics and
+    weights, attempts), so a finished run and a sweep's best trial are rebuilt
+    the same way, without relying on what the worker function returned.
+    """
+    state = checkpoint_state(checkpoint_path)
+    history = tuple(state["history"])
     return TrainResult(
         run_id=run_id,
         run_name=run_name,
         checkpoint_path=checkpoint_path,
-        metrics=best,
+        metrics=dict(state["best_metrics"]),
         history=history,
         prepared=prepared,
-        output_dim=int(loop_config["output_dim"]),
+        output_dim=int(hyperparameters["output_dim"]),
         hyperparameters=hyperparameters,
-        num_attempts=num_attempts,
-        stopped_early=len(history) < int(loop_config["epochs"]),
+        num_attempts=int(state["num_attempts"]),
+        stopped_early=len(history) < int(hyperparameters["epochs"]),
     )
 
 
@@ -416,8 +438,8 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _train_loop(cfg: dict[str, Any]) -> list[dict[str, float]]:
-    """Runs on every Ray Train worker. Returns the epoch history (rank 0's is kept)."""
+def _train_loop(cfg: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; rank 0 writes the checkpoints and the MLflow epochs."""
     import ray.train
     import ray.train.torch
     import torch
@@ -501,8 +523,6 @@ def _train_loop(cfg: dict[str, Any]) -> list[dict[str, float]]:
             ray.train.report(metrics)  # a barrier: every rank reports every epoch
         if stop:
             break
-    history: list[dict[str, float]] = state["history"]
-    return history
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

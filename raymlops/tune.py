@@ -250,17 +250,10 @@ def _train_result(client: Any, trial: TrialSummary, prepared: PreparedData) -> T
     checkpoint_path = run.data.tags.get("ray.train.checkpoint_path")
     if not checkpoint_path:
         raise TrainingError(f"the best trial's run {trial.run_id} recorded no checkpoint")
-    state = train.checkpoint_state(checkpoint_path)
-    hyperparameters = json.loads(run.data.tags["raymlops.hyperparameters"])
-    return TrainResult(
+    return train.result_from_checkpoint(
         run_id=trial.run_id,
         run_name=run.data.tags.get("ray.train.run_name", ""),
         checkpoint_path=checkpoint_path,
-        metrics=dict(state["best_metrics"]),
-        history=tuple(state["history"]),
         prepared=prepared,
-        output_dim=int(hyperparameters["output_dim"]),
-        hyperparameters=hyperparameters,
-        num_attempts=int(state["num_attempts"]),
-        stopped_early=len(state["history"]) < int(hyperparameters["epochs"]),
+        hyperparameters=json.loads(run.data.tags["raymlops.hyperparameters"]),
     )
