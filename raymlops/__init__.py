@@ -16,6 +16,7 @@ from raymlops.errors import (
     DataIntegrityError,
     DataSourceError,
     DataValidationError,
+    PromotionError,
     RayMLOpsError,
     RuntimeStartError,
     StorageError,
@@ -31,19 +32,22 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "ProjectConfig",
+    "PromotionError",
     "RayMLOpsError",
     "RuntimeStartError",
     "StorageError",
     "VersionNotFoundError",
     "__version__",
     "data",
+    "evaluate",
     "load_config",
     "parse_config",
     "pipeline",
+    "registry",
     "runtime",
 ]
 
-_LAZY = {"data", "pipeline", "runtime"}
+_LAZY = {"data", "evaluate", "pipeline", "registry", "runtime"}
 
 
 def __getattr__(name: str) -> Any:

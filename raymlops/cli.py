@@ -199,6 +199,68 @@ def _parser() -> argparse.ArgumentParser:
     models_show.add_argument("ref", help="NAME (newest), NAME/VERSION or NAME@ALIAS")
     _add_config(models_show)
     models_show.set_defaults(handler=_cmd_models_show)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a model version on the holdout and run the validation gate against the champion",
+        description=(
+            "Score NAME/VERSION and the current champion on the same holdout rows (the test split of "
+            "the latest data version, or --data-version): task metrics, metrics per slice "
+            "(data.schema.slice_columns), permutation feature importance and fairness gaps "
+            "(data.schema.sensitive_columns). Then apply the gate rules of the config's gate section "
+            "and print the report. The report is logged to the version's MLflow run (gate/<id>.json "
+            "and .md). Exit status: 0 when the gate passes, 1 when it rejects the version."
+        ),
+    )
+    evaluate.add_argument("ref", help="NAME/VERSION, NAME@ALIAS or NAME (newest version)")
+    _add_config(evaluate)
+    evaluate.add_argument("--data-version", default="latest", help="data version whose holdout to use")
+    evaluate.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    promote = sub.add_parser(
+        "promote",
+        help="make a version the champion if it passes the gate (audited)",
+        description=(
+            "Run the gate on NAME/VERSION against the current champion; if it passes, point the "
+            "'champion' alias at it and 'previous' at the old champion, and append both moves to the "
+            "alias history with your reason. A rejected version leaves every alias where it is "
+            "(exit 1). --force skips the gate and is recorded as a forced promotion."
+        ),
+    )
+    promote.add_argument("ref", help="NAME/VERSION or NAME@ALIAS (e.g. churn@challenger)")
+    promote.add_argument("--reason", required=True, help="why (kept in the alias history)")
+    promote.add_argument("--force", action="store_true", help="promote without the gate (recorded as forced)")
+    _add_config(promote)
+    promote.add_argument("--data-version", default="latest", help="data version whose holdout the gate uses")
+    promote.set_defaults(handler=_cmd_promote)
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="restore the previous champion (audited)",
+        description=(
+            "Point 'champion' back at the 'previous' version. 'previous' then moves to the champion "
+            "before that one, so a second rollback goes further back. Recorded in the alias history."
+        ),
+    )
+    rollback.add_argument("name", nargs="?", help="model name (default: the config's name)")
+    rollback.add_argument("--reason", required=True, help="why (kept in the alias history)")
+    _add_config(rollback)
+    rollback.set_defaults(handler=_cmd_rollback)
+
+    history = sub.add_parser(
+        "history",
+        help="show every alias move of a model, or which version was champion at a time",
+        description=(
+            "The append-only alias history (a Delta table under the storage home): time, action, "
+            "alias, from and to version, actor, reason and gate report. With --at TIME, print the "
+            "version that was champion at that time (ISO 8601; UTC unless it has an offset)."
+        ),
+    )
+    history.add_argument("name", nargs="?", help="model name (default: the config's name)")
+    history.add_argument("--at", metavar="TIME", help="e.g. 2026-11-23T14:05:00 (UTC) or ...+01:00")
+    _add_config(history)
+    history.set_defaults(handler=_cmd_history)
     return parser
 
 
@@ -529,6 +591,79 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
 
     config = _config(args)
     print(registry.lineage(config, args.ref).render())
+    return 0
+
+
+# --------------------------------------------------------------------------- gate commands
+
+EXIT_REJECTED = 1
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from raymlops import evaluate
+
+    config = _config(args)
+    report = evaluate.gate(
+        config, args.ref, data_version=_parse_version(args.data_version), log=not args.no_log, progress=_say
+    )
+    print(report.challenger.render())
+    print()
+    print(report.render())
+    return 0 if report.passed else EXIT_REJECTED
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from raymlops import pipeline
+
+    config = _config(args)
+    outcome = pipeline.gate_and_promote(
+        config,
+        args.ref,
+        reason=args.reason,
+        force=args.force,
+        data_version=_parse_version(args.data_version),
+        say=_say,
+    )
+    if outcome.report is not None:
+        print(outcome.report.render())
+    if not outcome.promoted:
+        print("not promoted: the champion stays where it is", file=sys.stderr)
+        return EXIT_REJECTED
+    for move in outcome.moves:
+        print(move.render())
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from raymlops import registry
+
+    config = _config(args)
+    for move in registry.rollback(config, args.name or config.name, reason=args.reason):
+        print(move.render())
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from raymlops import registry
+    from raymlops.errors import ConfigError
+
+    config = _config(args)
+    name = args.name or config.name
+    if args.at:
+        try:
+            when = dt.datetime.fromisoformat(args.at)
+        except ValueError:
+            raise ConfigError(f"--at {args.at!r} is not an ISO 8601 time, e.g. 2026-11-23T14:05:00") from None
+        version = registry.champion_at(config, when, name)
+        print(f"{name} champion at {args.at}: " + (f"version {version}" if version else "none"))
+        return 0
+    moves = registry.history(config, name)
+    if not moves:
+        print(f"no alias of {name!r} has moved yet; promote a version with `raymlops promote`")
+    for move in moves:
+        print(move.render())
     return 0
 
 

@@ -27,12 +27,16 @@ __all__ = [
     "ColumnSpec",
     "DataConfig",
     "FeatureSpec",
+    "CLASSIFICATION_METRICS",
     "GateConfig",
     "LabelSpec",
+    "LOWER_IS_BETTER",
+    "MetricRule",
     "ModelConfig",
     "MonitoringConfig",
     "PreprocessingConfig",
     "ProjectConfig",
+    "REGRESSION_METRICS",
     "RetrainingConfig",
     "RuntimeConfig",
     "SchemaConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "TrainingConfig",
     "TuningConfig",
     "load_config",
+    "metrics_for",
     "parse_config",
 ]
 
@@ -307,24 +312,53 @@ class TuningConfig(_Section):
         return self
 
 
+CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "calibration_error")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "rmse", "mae"})
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The holdout metrics raymlops computes for a ``model.task``."""
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
 class MetricRule(_Section):
-    """One gate rule, modelled on MLflow's ``MetricThreshold``."""
+    """One gate rule, modelled on MLflow's ``MetricThreshold``.
+
+    ``threshold`` is an absolute floor (a ceiling when lower is better) and
+    applies to every challenger; the other three compare with the champion on
+    the same holdout rows and are skipped when there is no champion yet.
+    """
 
     metric: str
-    threshold: float | None = None  # absolute floor (ceiling when greater_is_better is false)
-    min_absolute_change: float | None = None
-    min_relative_change: float | None = None
-    max_regression: Annotated[float, Field(ge=0.0)] | None = None
-    greater_is_better: bool = True
+    threshold: float | None = None
+    min_absolute_change: float | None = None  # challenger must beat the champion by this much
+    min_relative_change: float | None = None  # … or by this share of the champion's value
+    max_regression: Annotated[float, Field(ge=0.0)] | None = None  # may be worse by at most this
+    greater_is_better: bool | None = None  # None: known from the metric (log_loss, rmse … are lower-better)
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return self.metric not in LOWER_IS_BETTER
 
 
 class GateConfig(_Section):
-    rules: tuple[MetricRule, ...] = (MetricRule(metric="roc_auc", threshold=0.6, max_regression=0.01),)
-    slice_floors: dict[str, float] = Field(default_factory=dict)  # metric floor per slice column
-    slice_metric: str = "accuracy"
+    """What a challenger must show on the holdout before it may become champion."""
+
+    rules: tuple[MetricRule, ...] | None = None  # None: roc_auc (classification) or r2 (regression)
+    slice_metric: str | None = None  # None: accuracy (classification) or rmse (regression)
+    slice_floors: dict[str, float] = Field(default_factory=dict)  # slice column -> floor per slice
+    slice_num_bins: Annotated[int, Field(ge=2, le=20)] = 4  # numeric slice columns: quantile bins
     min_slice_rows: Annotated[int, Field(ge=1)] = 30
-    max_fairness_gap: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_fairness_gap: Annotated[float, Field(ge=0.0)] | None = None  # slice_metric, best - worst group
+    max_positive_rate_gap: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     max_importance_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    importance_metric: str | None = None  # None: log_loss (classification) or rmse (regression)
+    importance_repeats: Annotated[int, Field(ge=1, le=50)] = 3
+    importance_max_rows: Annotated[int, Field(ge=10)] = 5000
+    seed: int = 0
 
 
 class ServingConfig(_Section):
@@ -420,6 +454,7 @@ class ProjectConfig(_Section):
                     "monitoring.critical_features",
                     f"{name!r} is not a feature; features: {', '.join(schema.feature_names)}",
                 )
+        self._check_gate_metrics()
         for name in self.gate.slice_floors:
             if name not in schema.slice_columns:
                 raise _FieldProblem(
@@ -433,6 +468,43 @@ class ProjectConfig(_Section):
                 f"{schema.label.dtype!r}; use model.task: regression for a continuous target",
             )
         return self
+
+    def _check_gate_metrics(self) -> None:
+        allowed = metrics_for(self.model.task)
+        gate = self.gate
+        named: list[tuple[str, str | None]] = [
+            (f"gate.rules.[{i}].metric", rule.metric) for i, rule in enumerate(gate.rules or ())
+        ]
+        named += [
+            ("gate.slice_metric", gate.slice_metric),
+            ("gate.importance_metric", gate.importance_metric),
+        ]
+        for path, metric in named:
+            if metric is not None and metric not in allowed:
+                raise _FieldProblem(
+                    path,
+                    f"{metric!r} is not a {self.model.task} metric; choose one of {', '.join(allowed)}"
+                    + _suggest(metric, allowed),
+                )
+        if gate.max_positive_rate_gap is not None and self.model.task == "regression":
+            raise _FieldProblem("gate.max_positive_rate_gap", "needs a classification task (model.task)")
+
+    @property
+    def gate_rules(self) -> tuple[MetricRule, ...]:
+        """The gate's rules, with the task's default when none are configured."""
+        if self.gate.rules is not None:
+            return self.gate.rules
+        if self.model.task == "regression":
+            return (MetricRule(metric="r2", threshold=0.0, max_regression=0.01),)
+        return (MetricRule(metric="roc_auc", threshold=0.6, max_regression=0.01),)
+
+    @property
+    def slice_metric(self) -> str:
+        return self.gate.slice_metric or ("rmse" if self.model.task == "regression" else "accuracy")
+
+    @property
+    def importance_metric(self) -> str:
+        return self.gate.importance_metric or ("rmse" if self.model.task == "regression" else "log_loss")
 
     # Resolved locations. Environment variables win over the file so that the
     # same config runs on a laptop and in a cluster job unchanged.
@@ -574,13 +646,15 @@ def _lookup(raw: Any, loc: list[str]) -> Any:
     return node
 
 
+def _suggest(value: str, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(value, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _unknown_key_message(loc: list[str]) -> str:
     allowed = _allowed_keys(loc[:-1])
     key = loc[-1]
-    hint = ""
-    close = difflib.get_close_matches(key, allowed, n=1)
-    if close:
-        hint = f" (did you mean {close[0]!r}?)"
+    hint = _suggest(key, allowed)
     return f"unknown key {key!r}{hint}; allowed keys here: {', '.join(sorted(allowed))}"
 
 

@@ -14,6 +14,7 @@ for callers that do not know raymlops::
     ├── RuntimeStartError (RuntimeError)     Ray or MLflow could not be started or reached
     ├── InsufficientResourcesError (RuntimeError)  the cluster cannot hold what the config asks for
     ├── TrainingError (RuntimeError)         a training run failed beyond its allowed failures
+    ├── PromotionError (RuntimeError)        a promotion or rollback was refused (gate, no previous)
     └── StorageError (OSError)               the storage home or a table cannot be written
 
 Messages say what failed (with the values), the likely cause, and the fix.
@@ -35,6 +36,7 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "InsufficientResourcesError",
+    "PromotionError",
     "RayMLOpsError",
     "RuntimeStartError",
     "StorageError",
@@ -122,6 +124,10 @@ class InsufficientResourcesError(RayMLOpsError, RuntimeError):
 
 class TrainingError(RayMLOpsError, RuntimeError):
     """A training run failed more often than ``training.max_failures`` allows."""
+
+
+class PromotionError(RayMLOpsError, RuntimeError):
+    """An alias move was refused: the gate failed, its report is stale, or nothing to roll back to."""
 
 
 class StorageError(RayMLOpsError, OSError):

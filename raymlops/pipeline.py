@@ -18,13 +18,16 @@ from raymlops.config import ProjectConfig
 from raymlops.data import DatasetVersion, PreparedData
 
 if TYPE_CHECKING:
-    from raymlops.registry import ModelVersion
+    from raymlops.evaluate import GateReport
+    from raymlops.registry import AliasMove, ModelVersion
     from raymlops.train import TrainResult
 
 __all__ = [
     "DemoSummary",
+    "PromotionOutcome",
     "TrainOutcome",
     "demo",
+    "gate_and_promote",
     "packaged_demo_config",
     "train_and_register",
     "tune_and_register",
@@ -46,6 +49,7 @@ class DemoSummary:
     steps: tuple[tuple[str, bool, str], ...]
     versions: tuple[DatasetVersion, ...]
     models: tuple[ModelVersion, ...]
+    gates: tuple[GateReport, ...]
     mlflow_tracking_uri: str
     quarantine_uri: str
     dashboard_url: str | None
@@ -66,6 +70,12 @@ class DemoSummary:
             )
         for m in self.models:
             lines.append(f"  model           {m.name} version {m.version} (MLflow run {m.run_id}, {m.uri})")
+        for g in self.gates:
+            verdict = "passed" if g.passed else "rejected"
+            lines.append(
+                f"  gate            version {g.challenger_version} {verdict} (report {g.report_id}; "
+                f"`raymlops evaluate {g.model_name}/{g.challenger_version}`)"
+            )
         lines.append(f"  quarantine      {self.quarantine_uri}")
         if self.mlflow_tracking_uri.startswith("sqlite:///"):
             lines.append(
@@ -74,7 +84,8 @@ class DemoSummary:
         if self.dashboard_url:
             lines.append(f"  Ray dashboard   {self.dashboard_url} (open while a command runs)")
         lines.append(
-            "  explore         raymlops data versions; raymlops models list; raymlops models show NAME/VER"
+            "  explore         raymlops data versions; raymlops models list; raymlops history; "
+            "raymlops models show NAME/VER"
         )
         return "\n".join(lines)
 
@@ -174,6 +185,47 @@ def _register(config: ProjectConfig, result: TrainResult, say: Say) -> TrainOutc
     return TrainOutcome(result, model_version, accuracy, baseline)
 
 
+@dataclasses.dataclass(frozen=True)
+class PromotionOutcome:
+    """The gate's report on a version and the alias moves it led to (none when rejected)."""
+
+    report: GateReport | None  # None for a forced promotion
+    moves: tuple[AliasMove, ...]
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.moves)
+
+
+def gate_and_promote(
+    config: ProjectConfig,
+    ref: str,
+    *,
+    reason: str,
+    force: bool = False,
+    data_version: int | None = None,
+    say: Say | None = None,
+) -> PromotionOutcome:
+    """Run the gate on a version against the current champion and promote it if it passes.
+
+    The gate runs every time, so the decision always compares with the champion
+    of this moment on the latest holdout. ``force`` skips the gate; the history
+    records the promotion as forced, with its reason.
+    """
+    from raymlops import evaluate, registry
+
+    say = say or (lambda _m: None)
+    mv = registry.resolve(config, ref)
+    ref = f"{mv.name}/{mv.version}"
+    if force:
+        return PromotionOutcome(None, registry.promote(config, ref, reason=reason, force=True))
+    registry.check_reason(reason, "promote")  # before the gate's work, not after
+    report = evaluate.gate(config, ref, data_version=data_version, progress=say)
+    if not report.passed:
+        return PromotionOutcome(report, ())
+    return PromotionOutcome(report, registry.promote(config, ref, reason=reason))
+
+
 def demo(
     config: ProjectConfig,
     *,
@@ -186,14 +238,15 @@ def demo(
     Steps: generate demo data → ingest a clean batch (a new Delta version) →
     ingest a batch with broken rows (quarantined with reasons) → prepare the
     latest version (split, preprocessors, reference profile) → train with Ray
-    Train and register the model in MLflow.
+    Train and register the model in MLflow → run the validation gate against
+    the champion and promote the model when it passes.
 
     Returns:
         A ``DemoSummary``; ``ok`` is True only when every step happened.
     """
     import pyarrow.csv as pacsv
 
-    from raymlops import data, runtime
+    from raymlops import data, registry, runtime
 
     step = step or _silent_step
     say = say or (lambda _m: None)
@@ -203,6 +256,7 @@ def demo(
     done: list[tuple[str, bool, str]] = []
     versions: list[DatasetVersion] = []
     models: list[ModelVersion] = []
+    gates: list[GateReport] = []
 
     with step("generate demo churn data"):
         clean_path = demo_dir / "customers.csv"
@@ -248,12 +302,32 @@ def demo(
             beats = (outcome.holdout_accuracy or 0) > (outcome.majority_baseline or 1)
             done.append(("train", beats, outcome.render().splitlines()[-1]))
             models.append(outcome.model_version)
+
+        with step("validation gate against the champion, then promote"):
+            mv = outcome.model_version
+            promotion = gate_and_promote(
+                config, f"{mv.name}/{mv.version}", reason="demo: newly trained model", say=say
+            )
+            assert promotion.report is not None
+            for line in promotion.report.summary().splitlines():
+                say(line)
+            champion = registry.champion(config, mv.name)
+            detail = (
+                f"version {mv.version} promoted to champion"
+                if promotion.promoted
+                else f"version {mv.version} rejected; the champion stays "
+                + (f"version {champion.version}" if champion else "unset")
+            )
+            say(detail)
+            gates.append(promotion.report)
+            done.append(("gate", champion is not None, detail))
         dashboard_url = rt.dashboard_url
 
     return DemoSummary(
         steps=tuple(done),
         versions=tuple(versions),
         models=tuple(models),
+        gates=tuple(gates),
         mlflow_tracking_uri=config.mlflow_tracking_uri,
         quarantine_uri=config.quarantine_uri,
         dashboard_url=dashboard_url,

@@ -6,41 +6,72 @@ metrics), so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` predicts
 in any Python process, with or without Ray running. Every version carries its
 lineage as tags: run → data version → code commit → config hash.
 
+Aliases: ``champion`` is what serves, ``previous`` the champion before it,
+``challenger`` a candidate. ``champion`` moves only through ``promote`` (which
+requires a passed, current gate report, or ``force`` with a reason) and
+``rollback``; every alias move is appended to an audit history, a Delta table
+at ``<home>/registry/alias_history``, so "what served at time T" has an answer.
+
 Example:
     >>> mv = register(result, cfg)  # doctest: +SKIP
-    >>> set_alias(cfg.name, "challenger", mv.version)  # doctest: +SKIP
+    >>> set_alias(cfg, "challenger", mv.version)  # doctest: +SKIP
     >>> lineage(cfg, f"{cfg.name}@challenger").data_digest  # doctest: +SKIP
+    >>> promote(cfg, f"{cfg.name}/{mv.version}", reason="beats v1 on AUC")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import getpass
+import os
 import re
+import socket
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ProjectConfig
-from raymlops.errors import ConfigError, VersionNotFoundError
+from raymlops.errors import ConfigError, PromotionError, StorageError, VersionNotFoundError
 
 if TYPE_CHECKING:
     from raymlops.bundle import Predictor
     from raymlops.train import TrainResult
 
 __all__ = [
+    "AliasMove",
     "Lineage",
     "ModelVersion",
+    "champion",
+    "champion_at",
+    "check_reason",
+    "history",
     "lineage",
     "list_versions",
     "load_predictor",
     "model_uri",
     "parse_ref",
+    "promote",
     "register",
     "resolve",
+    "rollback",
     "set_alias",
 ]
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+PROTECTED_ALIASES = (CHAMPION, PREVIOUS)  # moved only by promote / rollback
+ENV_ACTOR = "RAYMLOPS_ACTOR"
+# Written by evaluate.gate on the challenger's model version, read by promote.
+TAG_GATE_PASSED = "raymlops.gate.passed"
+TAG_GATE_REPORT_ID = "raymlops.gate.report_id"
+TAG_GATE_CHAMPION = "raymlops.gate.champion_version"
+TAG_GATE_FAILURES = "raymlops.gate.failures"
+TAG_GATE_DATA = "raymlops.gate.data_version"
 
 _REF = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z][\w\-]*))?$")
 _LINEAGE_TAGS = (
@@ -257,17 +288,313 @@ def list_versions(config: ProjectConfig, name: str | None = None) -> list[ModelV
     return sorted(versions, key=lambda v: v.version)
 
 
-def set_alias(config: ProjectConfig, alias: str, version: int, name: str | None = None) -> ModelVersion:
-    """Point ``alias`` at ``version`` (audited promotion comes with the gate)."""
+def set_alias(
+    config: ProjectConfig,
+    alias: str,
+    version: int,
+    name: str | None = None,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+) -> ModelVersion:
+    """Point an alias other than ``champion``/``previous`` at ``version`` (recorded in the history).
+
+    Raises:
+        PromotionError: the alias is ``champion`` or ``previous``; use ``promote`` or ``rollback``.
+    """
+    import mlflow
+
+    from raymlops import runtime
+
+    name = name or config.name
+    if alias in PROTECTED_ALIASES:
+        raise PromotionError(
+            f"the {alias!r} alias moves only through the gate: use `raymlops promote {name}/{version} "
+            f"--reason ...` or `raymlops rollback {name} --reason ...`"
+        )
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    resolve(config, f"{name}/{version}")  # a clear error for a version that does not exist
+    before = _alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    if before != version:
+        _record(config, name, [(alias, before, version)], "set", reason, actor, None, False)
+    return resolve(config, f"{name}@{alias}")
+
+
+# --------------------------------------------------------------------------- promotion
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasMove:
+    """One row of the audit history: an alias moved from one version to another."""
+
+    ts: dt.datetime  # UTC
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None  # None: the alias was removed
+    action: str  # promote | force-promote | rollback | set
+    actor: str
+    reason: str
+    gate_report_id: str | None
+    forced: bool
+    operation_id: str  # moves made by one promote/rollback share it
+    position: int  # order within the operation
+
+    def render(self) -> str:
+        def v(x: int | None) -> str:
+            return "-" if x is None else str(x)
+
+        gate = f" gate {self.gate_report_id}" if self.gate_report_id else ""
+        return (
+            f"{self.ts:%Y-%m-%d %H:%M:%S.%f} UTC  {self.action:<13} {self.alias:<10} "
+            f"{v(self.from_version):>3} → {v(self.to_version):<3} by {self.actor}: {self.reason}{gate}"
+        )
+
+
+def champion(config: ProjectConfig, name: str | None = None) -> ModelVersion | None:
+    """The version the ``champion`` alias points to, or None before the first promotion."""
     import mlflow
 
     from raymlops import runtime
 
     name = name or config.name
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
-    resolve(config, f"{name}/{version}")  # a clear error for a version that does not exist
-    client.set_registered_model_alias(name, alias, str(version))
-    return resolve(config, f"{name}@{alias}")
+    version = _alias_version(client, name, CHAMPION)
+    return None if version is None else resolve(config, f"{name}/{version}")
+
+
+def promote(
+    config: ProjectConfig,
+    ref: str,
+    *,
+    reason: str,
+    force: bool = False,
+    actor: str | None = None,
+) -> tuple[AliasMove, ...]:
+    """Make a version the champion; the champion before it becomes ``previous``.
+
+    Without ``force`` the version needs a gate report that passed and that
+    compared it with the current champion (``evaluate.gate`` writes one).
+    ``force`` skips that check and is recorded as ``force-promote``.
+
+    Raises:
+        ConfigError: ``reason`` is empty.
+        PromotionError: no gate report, a failed or stale one, or the version is already champion.
+    """
+    import mlflow
+
+    from raymlops import runtime
+
+    reason = check_reason(reason, "promote")
+    mv = resolve(config, ref)
+    name, version = mv.name, mv.version
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    current = _alias_version(client, name, CHAMPION)
+    if current == version:
+        raise PromotionError(f"{name} version {version} is already the champion; nothing to promote")
+    report_id = mv.tags.get(TAG_GATE_REPORT_ID)
+    if not force:
+        _require_gate(mv, current)
+    moves: list[tuple[str, int | None, int | None]] = [(CHAMPION, current, version)]
+    if current is not None:
+        moves.append((PREVIOUS, _alias_version(client, name, PREVIOUS), current))
+    if _alias_version(client, name, CHALLENGER) == version:
+        moves.append((CHALLENGER, version, None))
+    action = "force-promote" if force else "promote"
+    return _move(config, client, name, moves, action, reason, actor, report_id, force)
+
+
+def rollback(
+    config: ProjectConfig, name: str | None = None, *, reason: str, actor: str | None = None
+) -> tuple[AliasMove, ...]:
+    """Make the ``previous`` version champion again.
+
+    ``previous`` then points at the champion that version replaced when it was
+    promoted (from the history), so rolling back twice walks further back
+    instead of returning to the bad model.
+
+    Raises:
+        ConfigError: ``reason`` is empty.
+        PromotionError: there is no ``previous`` version to restore.
+    """
+    import mlflow
+
+    from raymlops import runtime
+
+    name = name or config.name
+    reason = check_reason(reason, "rollback")
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    current = _alias_version(client, name, CHAMPION)
+    restored = _alias_version(client, name, PREVIOUS)
+    if restored is None:
+        raise PromotionError(
+            f"{name} has no previous champion to roll back to"
+            + (f" (version {current} is the first champion)" if current is not None else " (no champion yet)")
+        )
+    earlier = [m for m in history(config, name) if m.alias == CHAMPION and m.to_version == restored]
+    before_restored = earlier[-1].from_version if earlier else None
+    moves = [(CHAMPION, current, restored), (PREVIOUS, restored, before_restored)]
+    return _move(config, client, name, moves, "rollback", reason, actor, None, False)
+
+
+def history(config: ProjectConfig, name: str | None = None) -> list[AliasMove]:
+    """Every alias move of a model, oldest first (empty when nothing moved yet)."""
+    from deltalake import DeltaTable
+
+    name = name or config.name
+    uri = _history_uri(config)
+    if not DeltaTable.is_deltatable(uri):
+        return []
+    table = DeltaTable(uri).to_pyarrow_table()
+    rows = [r for r in table.to_pylist() if r["model"] == name]
+    rows.sort(key=lambda r: (r["ts"], r["operation_id"], r["position"]))
+    return [AliasMove(**r) for r in rows]
+
+
+def champion_at(config: ProjectConfig, when: dt.datetime, name: str | None = None) -> int | None:
+    """The champion version at time ``when`` (naive times are taken as UTC), from the history."""
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    moves = [m for m in history(config, name) if m.alias == CHAMPION and m.ts <= when]
+    return moves[-1].to_version if moves else None
+
+
+def _require_gate(mv: ModelVersion, current: int | None) -> None:
+    ref = f"{mv.name}/{mv.version}"
+    passed = mv.tags.get(TAG_GATE_PASSED)
+    if passed is None:
+        raise PromotionError(
+            f"{ref} has no gate report; run `raymlops evaluate {ref}` first (or promote with --force "
+            "and a reason, which the history records)"
+        )
+    report_id = mv.tags.get(TAG_GATE_REPORT_ID, "?")
+    if passed != "true":
+        raise PromotionError(
+            f"the gate rejected {ref} (report {report_id}): {mv.tags.get(TAG_GATE_FAILURES, '')}. "
+            f"See `raymlops evaluate {ref}`; the champion stays where it is"
+        )
+    compared = mv.tags.get(TAG_GATE_CHAMPION, "none")
+    if compared != (str(current) if current is not None else "none"):
+        raise PromotionError(
+            f"the gate report {report_id} of {ref} compared it with champion {compared}, but the champion is "
+            f"now {current if current is not None else 'none'}; run `raymlops evaluate {ref}` again"
+        )
+
+
+def _move(
+    config: ProjectConfig,
+    client: Any,
+    name: str,
+    moves: list[tuple[str, int | None, int | None]],
+    action: str,
+    reason: str,
+    actor: str | None,
+    report_id: str | None,
+    forced: bool,
+) -> tuple[AliasMove, ...]:
+    """Move the aliases, then record the moves; if recording fails, put the aliases back."""
+    done: list[tuple[str, int | None, int | None]] = []
+    try:
+        for alias, before, after in moves:
+            _point(client, name, alias, after)
+            done.append((alias, before, after))
+        return _record(config, name, moves, action, reason, actor, report_id, forced)
+    except BaseException:
+        for alias, before, _ in reversed(done):
+            _point(client, name, alias, before)
+        raise
+
+
+def _point(client: Any, name: str, alias: str, version: int | None) -> None:
+    if version is None:
+        if _alias_version(client, name, alias) is not None:
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def _record(
+    config: ProjectConfig,
+    name: str,
+    moves: list[tuple[str, int | None, int | None]],
+    action: str,
+    reason: str,
+    actor: str | None,
+    report_id: str | None,
+    forced: bool,
+) -> tuple[AliasMove, ...]:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    now = dt.datetime.now(dt.UTC)
+    operation = uuid.uuid4().hex
+    who = actor or _actor()
+    rows = tuple(
+        AliasMove(now, name, alias, before, after, action, who, reason, report_id, forced, operation, i)
+        for i, (alias, before, after) in enumerate(moves)
+    )
+    table = pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=_history_schema())
+    uri = _history_uri(config)
+    try:
+        write_deltalake(uri, table, mode="append")
+    except OSError as e:
+        raise StorageError(f"cannot append to the alias history at {uri}: {e}; no alias was moved") from e
+    return rows
+
+
+def _history_uri(config: ProjectConfig) -> str:
+    path = config.home_path / "registry" / "alias_history"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _history_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("model", pa.string()),
+            ("alias", pa.string()),
+            ("from_version", pa.int64()),
+            ("to_version", pa.int64()),
+            ("action", pa.string()),
+            ("actor", pa.string()),
+            ("reason", pa.string()),
+            ("gate_report_id", pa.string()),
+            ("forced", pa.bool_()),
+            ("operation_id", pa.string()),
+            ("position", pa.int32()),
+        ]
+    )
+
+
+def _alias_version(client: Any, name: str, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def check_reason(reason: str, what: str) -> str:
+    """The reason stripped; a ``ConfigError`` when there is none (every alias move needs one)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ConfigError(f'a {what} needs a reason (--reason "..."); it is kept in the alias history')
+    return reason
+
+
+def _actor() -> str:
+    """Who moves an alias: RAYMLOPS_ACTOR, else user@host."""
+    if os.environ.get(ENV_ACTOR):
+        return os.environ[ENV_ACTOR]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def model_uri(config: ProjectConfig, ref: str) -> str:

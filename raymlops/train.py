@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import logging
 import math
 import random
 import tempfile
@@ -37,6 +38,8 @@ from raymlops.errors import ConfigError, InsufficientResourcesError, TrainingErr
 if TYPE_CHECKING:
     import ray.data
     import torch
+
+_LOG = logging.getLogger("raymlops.train")
 
 __all__ = [
     "TrainResult",
@@ -194,7 +197,8 @@ def run(
         config: the project config (model, training, storage).
         overrides: hyperparameters that replace config values (used by sweeps).
         run_name: the Ray Train run name; re-using one resumes that run on purpose.
-        progress: called with one line per epoch.
+        progress: called with a line when the run starts and with its best epoch;
+            rank 0's worker prints one line per epoch (Ray forwards it to the driver).
         parent_run_id: MLflow parent run (a sweep), if any.
         callbacks: Ray Train run callbacks (a sweep passes Tune's report callback).
 
@@ -209,7 +213,7 @@ def run(
     """
     import mlflow
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from raymlops import runtime
@@ -274,6 +278,8 @@ def run(
             ),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
+            # Ray Train logs every report and checkpoint at INFO; rank 0 prints one line per epoch instead
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets={
             "train": model_inputs(prepared.train, prepared, task),
@@ -446,6 +452,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    _quiet_train_reports()
     torch.use_deterministic_algorithms(True, warn_only=True)
     _seed(cfg["seed"])  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = build_model(
@@ -511,6 +518,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         stop = patience > 0 and state["bad_epochs"] >= patience
         if rank == 0:
             _mlflow_epoch(cfg, metrics)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
+            _LOG.info("epoch %d/%d: %s", epoch + 1, cfg["epochs"], shown)
             with tempfile.TemporaryDirectory() as folder:
                 blob = {
                     "model": _unwrap(model).state_dict(),
@@ -523,6 +532,19 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             ray.train.report(metrics)  # a barrier: every rank reports every epoch
         if stop:
             break
+
+
+def _quiet_train_reports() -> None:
+    """Silence Ray Train's INFO line per report and rank (two per epoch, with the whole checkpoint).
+
+    Ray 2.60 logs it through a logger named by the module's file path, which
+    ``RunConfig(logging_config=...)`` does not reach; our own line per epoch replaces it.
+    """
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # a Ray version where the module moved: keep its logging as it is
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -16,6 +16,7 @@ from raymlops.data._prepare import (
     SPLITS,
     PreparedData,
     build_preprocessor,
+    holdout,
     prepare,
     read_version,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "detect_format",
     "generate_demo_data",
     "get_version",
+    "holdout",
     "ingest",
     "list_versions",
     "prepare",

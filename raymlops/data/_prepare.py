@@ -120,11 +120,7 @@ def _prepare(dataset_version: DatasetVersion, config: ProjectConfig) -> Prepared
     per_split = _split_sums(keyed)
     total = per_split[0] + per_split[1] + per_split[2]
     if total.digest(fingerprint) != dataset_version.digest:
-        raise DataIntegrityError(
-            f"version {dataset_version.version} of {dataset_version.table_uri} no longer matches its "
-            f"digest ({total.num_rows} rows read, {dataset_version.num_rows} recorded). The table was "
-            "changed outside raymlops or its files were vacuumed; ingest the data again."
-        )
+        raise _integrity_error(dataset_version, total.num_rows)
 
     splits = []
     for index in range(len(SPLITS)):
@@ -167,6 +163,46 @@ def _prepare(dataset_version: DatasetVersion, config: ProjectConfig) -> Prepared
         label_classes=classes,
         profile=profile,
     )
+
+
+def _integrity_error(dataset_version: DatasetVersion, num_rows_read: int) -> DataIntegrityError:
+    return DataIntegrityError(
+        f"version {dataset_version.version} of {dataset_version.table_uri} no longer matches its "
+        f"digest ({num_rows_read} rows read, {dataset_version.num_rows} recorded). The table was "
+        "changed outside raymlops or its files were vacuumed; ingest the data again."
+    )
+
+
+def holdout(dataset_version: DatasetVersion, config: ProjectConfig) -> pa.Table:
+    """The test split of one data version, read in this process without Ray.
+
+    The same seeded hash as ``prepare`` picks the rows, so this is exactly
+    ``prepare(...).test``. The gate evaluates champion and challenger on it;
+    reading it here keeps ``raymlops evaluate`` and ``promote`` free of a Ray
+    start. The whole version is re-hashed on the way, as in ``prepare``.
+
+    Raises:
+        DataIntegrityError: the stored rows no longer match the version's digest.
+    """
+    from deltalake import DeltaTable
+
+    rules = column_rules(dataset_version.schema)
+    schema = table_schema(rules)
+    split_cfg = config.split
+    bounds = (split_cfg.train_fraction, split_cfg.train_fraction + split_cfg.validation_fraction)
+    table = DeltaTable(dataset_version.table_uri, version=dataset_version.version)
+    total = _digest.RowSums()
+    parts = []
+    for batch in table.to_pyarrow_dataset().to_batches(columns=schema.names, batch_size=1 << 17):
+        keyed = _assign_split(
+            pa.Table.from_batches([batch]), dataset_version.schema.id_column, split_cfg.seed, bounds, schema
+        )
+        total += _digest.sums_of(keyed.column(_H1).to_numpy(), keyed.column(_H2).to_numpy())
+        test = keyed.filter(pc.equal(keyed.column(_SPLIT), 2))
+        parts.append(test.drop_columns([_SPLIT, _H1, _H2]))
+    if total.digest(_digest.schema_fingerprint(schema)) != dataset_version.digest:
+        raise _integrity_error(dataset_version, total.num_rows)
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 @contextlib.contextmanager
@@ -286,6 +322,7 @@ __all__ = [
     "SPLITS",
     "PreparedData",
     "build_preprocessor",
+    "holdout",
     "prepare",
     "read_version",
     "table_sums",

@@ -217,6 +217,18 @@ def test_tampered_version_is_refused(tmp_path, make_config):
     pq.write_table(table.set_column(table.schema.get_field_index("age"), "age", pa.array(ages)), target)
     with pytest.raises(DataIntegrityError, match="no longer matches its digest"):
         data.prepare(v, cfg)
+    with pytest.raises(DataIntegrityError, match="no longer matches its digest"):
+        data.holdout(v, cfg)  # the gate's in-process read checks the digest too
+
+
+def test_holdout_is_exactly_the_test_split_of_prepare(tmp_path, make_config):
+    cfg = make_config()
+    data.ingest(_csv(tmp_path / "a.csv", num_rows=900, seed=4), cfg)
+    v1 = data.ingest(_csv(tmp_path / "b.csv", num_rows=300, seed=5, id_offset=5000), cfg)
+    expected = data.prepare(v1, cfg).test.to_pandas().sort_values("customer_id").reset_index(drop=True)
+    got = data.holdout(v1, cfg).to_pandas().sort_values("customer_id").reset_index(drop=True)
+    assert 100 < len(got) < 300
+    pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
 
 
 def test_versions_are_recorded_and_looked_up(tmp_path, make_config):
