@@ -377,8 +377,15 @@ class ServingConfig(_Section):
     batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.005
     max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
     unknown_category: Literal["reject", "allow"] = "reject"
-    auth_token_env: str | None = None
+    auth_token_env: str | None = None  # name of the env var holding the bearer token
     access_log: bool = False
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 4_000_000  # larger bodies → 413
+    watch_interval_s: Annotated[float, Field(gt=0)] = 2.0  # how often replicas re-read the rollout
+    inference_log: bool = True  # hand every prediction to the inference log
+    log_flush_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    log_max_buffer_rows: Annotated[int, Field(ge=1)] = (
+        100_000  # beyond this, oldest rows are dropped (counted)
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServingConfig:
@@ -519,6 +526,16 @@ class ProjectConfig(_Section):
     @property
     def quarantine_uri(self) -> str:
         return f"{self.table_uri}_quarantine"
+
+    @property
+    def inference_log_uri(self) -> str:
+        """Delta table of every prediction the endpoint made (the monitor reads it)."""
+        return str(self.home_path / "serving" / f"{self.name}_inference_log")
+
+    @property
+    def feedback_uri(self) -> str:
+        """Delta table of ground-truth labels sent to ``POST /feedback``."""
+        return str(self.home_path / "serving" / f"{self.name}_feedback")
 
     @property
     def mlflow_tracking_uri(self) -> str:

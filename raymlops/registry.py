@@ -45,6 +45,7 @@ __all__ = [
     "AliasMove",
     "Lineage",
     "ModelVersion",
+    "Rollout",
     "champion",
     "champion_at",
     "check_reason",
@@ -58,7 +59,9 @@ __all__ = [
     "register",
     "resolve",
     "rollback",
+    "rollout",
     "set_alias",
+    "set_rollout",
 ]
 
 CHAMPION = "champion"
@@ -72,6 +75,9 @@ TAG_GATE_REPORT_ID = "raymlops.gate.report_id"
 TAG_GATE_CHAMPION = "raymlops.gate.champion_version"
 TAG_GATE_FAILURES = "raymlops.gate.failures"
 TAG_GATE_DATA = "raymlops.gate.data_version"
+# Registered-model tags the serving endpoint follows (with the champion and challenger aliases).
+TAG_CANARY_WEIGHT = "raymlops.rollout.canary_weight"
+TAG_SHADOW = "raymlops.rollout.shadow"
 
 _REF = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z][\w\-]*))?$")
 _LINEAGE_TAGS = (
@@ -457,6 +463,107 @@ def champion_at(config: ProjectConfig, when: dt.datetime, name: str | None = Non
     when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
     moves = [m for m in history(config, name) if m.alias == CHAMPION and m.ts <= when]
     return moves[-1].to_version if moves else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """What the endpoint should serve: the champion, and how the challenger gets traffic.
+
+    The registry is the single source of truth: ``promote``, ``rollback``,
+    ``set_rollout`` write it and every serving replica follows it.
+    """
+
+    name: str
+    champion_version: int | None
+    challenger_version: int | None
+    canary_weight: float  # share of requests answered by the challenger
+    shadow: bool  # the challenger also predicts every request; its answers are only recorded
+
+
+def rollout(config: ProjectConfig, name: str | None = None) -> Rollout:
+    """The current rollout of a model (no champion yet: ``champion_version`` is None)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from raymlops import runtime
+
+    name = name or config.name
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return Rollout(name, None, None, 0.0, False)
+    aliases = {alias: int(version) for alias, version in (model.aliases or {}).items()}
+    tags = dict(model.tags or {})
+    challenger = aliases.get(CHALLENGER)
+    return Rollout(
+        name=name,
+        champion_version=aliases.get(CHAMPION),
+        challenger_version=challenger,
+        canary_weight=float(tags.get(TAG_CANARY_WEIGHT, 0.0)) if challenger is not None else 0.0,
+        shadow=tags.get(TAG_SHADOW) == "true" and challenger is not None,
+    )
+
+
+def set_rollout(
+    config: ProjectConfig,
+    ref: str | None,
+    *,
+    canary_weight: float = 0.0,
+    shadow: bool = False,
+    reason: str = "",
+    actor: str | None = None,
+    name: str | None = None,
+) -> Rollout:
+    """Give a challenger a share of live traffic (canary), a copy of it (shadow), or end both.
+
+    ``ref`` None removes the challenger. The serving replicas pick the change
+    up within ``serving.watch_interval_s`` without a restart.
+
+    Raises:
+        ConfigError: a weight outside [0, 1], or canary and shadow at once.
+        PromotionError: ``ref`` is the champion.
+    """
+    import mlflow
+
+    from raymlops import runtime
+
+    if not 0.0 <= canary_weight <= 1.0:
+        raise ConfigError(f"canary weight must be between 0 and 1, got {canary_weight}")
+    if shadow and canary_weight > 0:
+        raise ConfigError("a challenger is either a canary (a share of traffic) or a shadow, not both")
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    if ref is None:
+        name = name or config.name
+        before = _alias_version(client, name, CHALLENGER)
+        if before is not None:
+            _point(client, name, CHALLENGER, None)
+            _record(
+                config,
+                name,
+                [(CHALLENGER, before, None)],
+                "end-rollout",
+                reason or "rollout ended",
+                actor,
+                None,
+                False,
+            )
+        canary_weight, shadow = 0.0, False
+    else:
+        mv = resolve(config, ref)
+        name = mv.name
+        if _alias_version(client, name, CHAMPION) == mv.version:
+            raise PromotionError(
+                f"{name} version {mv.version} is the champion; a challenger must be another version"
+            )
+        before = _alias_version(client, name, CHALLENGER)
+        client.set_registered_model_alias(name, CHALLENGER, str(mv.version))
+        action = "shadow" if shadow else "canary"
+        detail = reason or (f"{action} at weight {canary_weight}" if not shadow else "shadow traffic")
+        _record(config, name, [(CHALLENGER, before, mv.version)], action, detail, actor, None, False)
+    client.set_registered_model_tag(name, TAG_CANARY_WEIGHT, repr(float(canary_weight)))
+    client.set_registered_model_tag(name, TAG_SHADOW, "true" if shadow else "false")
+    return rollout(config, name)
 
 
 def _require_gate(mv: ModelVersion, current: int | None) -> None:

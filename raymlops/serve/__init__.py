@@ -1,0 +1,185 @@
+"""Serving: the champion (and a canary or shadow challenger) behind an autoscaled Ray Serve endpoint.
+
+``deploy`` starts Serve on ``serving.host:port`` (127.0.0.1 by default) and runs
+the application; the replicas follow the registry on their own, so
+``registry.promote``, ``rollback`` and ``set_rollout`` reach the endpoint
+within ``serving.watch_interval_s`` with no redeploy and no failed request.
+
+HTTP API (see the README):
+    POST /predict   {"records": [{feature: value, ...}, ...]} → predictions, probabilities,
+                    model_version, request_id; 422 names the field, 413 too large, 503 no model
+    POST /feedback  {"request_id": ..., "labels": [...]} → stored for live accuracy
+    GET  /healthz   liveness and this replica's batching and logging counters
+    GET  /model     champion, challenger, canary weight, shadow
+
+``build_app`` is the import path for Serve config files (``raymlops serve build``
+writes one that ``serve deploy`` and KubeRay's RayService accept).
+
+Example:
+    >>> endpoint = deploy(cfg)  # doctest: +SKIP
+    >>> requests.post(f"{endpoint.url}/predict", json={"records": rows}).json()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from raymlops.config import ProjectConfig
+
+if TYPE_CHECKING:
+    from ray.serve.deployment import Application
+
+__all__ = ["Endpoint", "app", "build_app", "deploy", "serve_config", "shutdown", "status"]
+
+ENDPOINT_READY_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A running endpoint."""
+
+    name: str
+    url: str  # base URL; append /predict, /feedback, /healthz, /model
+
+    def render(self) -> str:
+        return "\n".join(
+            [
+                f"endpoint {self.name}: {self.url}",
+                f"  curl -s {self.url}/model",
+                f"  curl -s -X POST {self.url}/predict -H 'content-type: application/json' "
+                "-d '{\"records\": [{...}]}'",
+            ]
+        )
+
+
+def app(config: ProjectConfig) -> Application:
+    """The Serve application for ``config`` (for ``serve.run``)."""
+    from raymlops.serve._app import build
+
+    application: Application = build(config)
+    return application
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Application builder for Serve config files: ``import_path: raymlops.serve:build_app``.
+
+    ``args``: ``{"config": "path/to/raymlops.yaml"}`` (relative to the job's working directory).
+    """
+    from raymlops.config import load_config
+    from raymlops.errors import ConfigError
+
+    path = args.get("config")
+    if not path:
+        raise ConfigError("the Serve application needs args: {config: path/to/raymlops.yaml}")
+    return app(load_config(path))
+
+
+def endpoint_url(config: ProjectConfig) -> str:
+    serving = config.serving
+    prefix = serving.route_prefix.rstrip("/")
+    return f"http://{serving.host}:{serving.port}{prefix}"
+
+
+def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
+    """Start Serve on ``serving.host:port`` if needed and run the app; returns when it answers.
+
+    Needs a running Ray (``runtime.session``). A champion is not required: the
+    endpoint answers 503 until one is promoted, then serves it without a restart.
+    """
+    from ray import serve
+
+    say = progress or (lambda _m: None)
+    serving = config.serving
+    serve.start(http_options={"host": serving.host, "port": serving.port})
+    started = time.perf_counter()
+    serve.run(app(config), name=config.name, route_prefix=serving.route_prefix, blocking=False)
+    endpoint = Endpoint(config.name, endpoint_url(config))
+    _wait_ready(endpoint.url, ENDPOINT_READY_TIMEOUT_S)
+    say(f"endpoint {endpoint.url} ready in {time.perf_counter() - started:.1f} s")
+    return endpoint
+
+
+def _wait_ready(url: str, timeout_s: float) -> None:
+    import requests
+
+    from raymlops.errors import RuntimeStartError
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(f"{url}/healthz", timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as e:
+            last = str(e)
+        time.sleep(0.25)
+    raise RuntimeStartError(
+        f"the endpoint at {url} did not answer /healthz within {timeout_s:.0f} s ({last})"
+    )
+
+
+def status(config: ProjectConfig) -> dict[str, Any]:
+    """Serve's view of the application: its status, and each deployment's replicas by state."""
+    from ray import serve
+
+    details = serve.status()
+    application = details.applications.get(config.name)
+    if application is None:
+        return {"name": config.name, "status": "NOT_DEPLOYED", "deployments": {}}
+    return {
+        "name": config.name,
+        "status": str(
+            application.status.value if hasattr(application.status, "value") else application.status
+        ),
+        "message": application.message,
+        "deployments": {
+            name: {
+                "status": str(d.status.value if hasattr(d.status, "value") else d.status),
+                "replicas": {
+                    str(k.value if hasattr(k, "value") else k): v for k, v in d.replica_states.items()
+                },
+            }
+            for name, d in application.deployments.items()
+        },
+        "url": endpoint_url(config),
+    }
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def shutdown(config: ProjectConfig) -> None:
+    """Delete the application (Serve itself keeps running for other applications)."""
+    from ray import serve
+
+    serve.delete(config.name)
+
+
+def serve_config(config: ProjectConfig, config_path: str) -> dict[str, Any]:
+    """A Serve config file (``serve deploy``, KubeRay ``serveConfigV2``) for this project.
+
+    ``config_path`` is where the project config will be, relative to the
+    working directory of the Serve application (the image or ``--working-dir``).
+    """
+    from raymlops.serve._options import deployment_options
+
+    serving = config.serving
+    deployment = deployment_options(config)
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": serving.host, "port": serving.port},
+        "applications": [
+            {
+                "name": config.name,
+                "route_prefix": serving.route_prefix,
+                "import_path": "raymlops.serve:build_app",
+                "args": {"config": config_path},
+                "deployments": [deployment],
+            }
+        ],
+    }

@@ -1,0 +1,630 @@
+"""The Ray Serve deployment: a FastAPI ingress over the registry's champion and challenger.
+
+Each replica holds the champion's ``Predictor`` (and the challenger's during a
+canary or shadow rollout) and follows the registry: a watcher thread re-reads
+the rollout every ``serving.watch_interval_s`` and, when an alias or weight
+moved, loads the new bundle beside the old one and swaps a single reference.
+Requests in flight finish on the state they started with, so promotion,
+rollback and weight changes never fail a request. ``reconfigure`` (Serve's
+``user_config``) can pin versions and weights instead, for config-file
+deployments such as KubeRay's RayService.
+
+Concurrent requests are batched (``@serve.batch``) into one preprocessor and
+model call. Every prediction goes to the inference log through a buffer that a
+background thread flushes to Delta, off the request path.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
+# (a string annotation "Request" inside the Serve ingress class is taken for a query parameter).
+
+import dataclasses
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import metrics
+
+from raymlops import registry
+from raymlops.config import ProjectConfig
+from raymlops.serve._log import (
+    RECORD_INDEX,
+    REQUEST_ID,
+    TS,
+    BufferedLog,
+    delta_sink,
+    feedback_schema,
+    inference_log_schema,
+)
+from raymlops.serve._options import deployment_options
+from raymlops.serve._requests import feedback_model, problems, request_model
+
+if TYPE_CHECKING:
+    from raymlops.bundle import Predictor
+
+_LOG = logging.getLogger("raymlops.serve")
+REQUEST_ID_HEADER = "x-request-id"
+_LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+_BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    version: int
+    predictor: "Predictor"
+    run_id: str
+    data_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """Everything a request needs, replaced as a whole (never mutated) when the rollout moves."""
+
+    rollout: registry.Rollout
+    champion: _Loaded | None
+    challenger: _Loaded | None
+    pinned: bool = False  # set by reconfigure(user_config): the watcher leaves it alone
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    frame: pd.DataFrame
+    canary: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    version: int = 0
+    route: str = ""
+    output: pd.DataFrame | None = None
+    shadow_version: int | None = None
+    shadow_output: pd.DataFrame | None = None
+    error: str | None = None  # the rows broke the model's schema (should have been a 422)
+
+
+def canary_bucket(request_id: str) -> float:
+    """A request's stable position in [0, 1): the same id always takes the same route."""
+    return zlib.crc32(request_id.encode()) / 2**32
+
+
+class Server:
+    """The replica's logic; the Serve deployment class below only routes HTTP to it."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        self.serving = config.serving
+        self.task = config.model.task
+        schema = config.data.schema
+        self.columns = list(schema.feature_names) + [c.name for c in schema.metadata_columns]
+        if schema.id_column:
+            self.columns.append(schema.id_column)
+        self.request_model = request_model(schema, unknown_category=self.serving.unknown_category)
+        self.feedback_model = feedback_model(schema)
+        self.token = _token(config)
+        self.state = _State(registry.Rollout(config.name, None, None, 0.0, False), None, None)
+        self._cache: dict[int, _Loaded] = {}
+        self._stop = threading.Event()
+        self.num_batches = 0
+        self.num_batched_requests = 0
+        self.max_batch_size_seen = 0
+        self._metrics = _Metrics(config.name)
+        self.log = (
+            BufferedLog(
+                delta_sink(config.inference_log_uri),
+                inference_log_schema(config),
+                flush_interval_s=self.serving.log_flush_interval_s,
+                max_buffer_rows=self.serving.log_max_buffer_rows,
+            )
+            if self.serving.inference_log
+            else None
+        )
+        self.feedback = BufferedLog(
+            delta_sink(config.feedback_uri),
+            feedback_schema(config),
+            flush_interval_s=self.serving.log_flush_interval_s,
+            max_buffer_rows=self.serving.log_max_buffer_rows,
+            name="feedback-log",
+        )
+        self.refresh()
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    # ------------------------------------------------------------------ model state
+
+    def refresh(self) -> bool:
+        """Re-read the rollout from the registry and swap models if it moved; True when it did."""
+        if self.state.pinned:
+            return False
+        rollout = registry.rollout(self.config)
+        current = self.state
+        if (
+            rollout == current.rollout
+            and (current.champion.version if current.champion else None) == rollout.champion_version
+        ):
+            return False
+        self._apply(rollout, pinned=False)
+        return True
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Pin versions and weights from Serve's ``user_config`` (an empty dict follows the registry again).
+
+        Keys: ``champion_version``, ``challenger_version``, ``canary_weight``, ``shadow``.
+        """
+        if not user_config:
+            self.state = dataclasses.replace(self.state, pinned=False)
+            self.refresh()
+            return
+        rollout = registry.Rollout(
+            name=self.config.name,
+            champion_version=user_config.get("champion_version"),
+            challenger_version=user_config.get("challenger_version"),
+            canary_weight=float(user_config.get("canary_weight", 0.0)),
+            shadow=bool(user_config.get("shadow", False)),
+        )
+        self._apply(rollout, pinned=True)
+
+    def _apply(self, rollout: registry.Rollout, *, pinned: bool) -> None:
+        champion = self._load(rollout.champion_version)
+        challenger = self._load(rollout.challenger_version)
+        self.state = _State(rollout, champion, challenger, pinned)  # one reference swap
+        keep = {v for v in (rollout.champion_version, rollout.challenger_version) if v is not None}
+        self._cache = {v: m for v, m in self._cache.items() if v in keep}
+        _LOG.warning(
+            "serving %s: champion %s, challenger %s (canary %.2f, shadow %s)",
+            self.config.name,
+            rollout.champion_version,
+            rollout.challenger_version,
+            rollout.canary_weight,
+            rollout.shadow,
+        )
+
+    def _load(self, version: int | None) -> _Loaded | None:
+        if version is None:
+            return None
+        if version in self._cache:
+            return self._cache[version]
+        ref = f"{self.config.name}/{version}"
+        mv = registry.resolve(self.config, ref)
+        loaded = _Loaded(
+            version, registry.load_predictor(self.config, ref), mv.run_id, mv.tags.get("data.version", "")
+        )
+        self._cache[version] = loaded
+        return loaded
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.serving.watch_interval_s):
+            try:
+                self.refresh()
+            except Exception as e:  # the registry may be briefly unreachable: keep serving, retry
+                _LOG.warning("model watcher could not refresh: %s: %s", type(e).__name__, e)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.log:
+            self.log.close()
+        self.feedback.close()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def authorize(self, request: Request) -> Response | None:
+        if self.token is None:
+            return None
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            return None
+        self._metrics.rejected.inc(tags={"reason": "unauthorized"})
+        return _json(
+            401,
+            {"error": "unauthorized", "detail": "send 'Authorization: Bearer <token>'"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def predict(self, request: Request) -> Response:
+        start = time.perf_counter()
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied
+        raw, rejected = await self._parse(request)
+        if rejected is not None:
+            return rejected
+        records = raw.get("records")
+        if isinstance(records, list) and len(records) > self.serving.max_rows_per_request:
+            return self._reject(
+                413,
+                "too_large",
+                "records",
+                f"{len(records)} records; at most {self.serving.max_rows_per_request} per request "
+                "(serving.max_rows_per_request)",
+            )
+        try:
+            self.request_model.model_validate(raw)
+        except ValidationError as e:
+            return self._reject(422, "invalid", problems=problems(e))
+        state = self.state
+        if state.champion is None:
+            self._metrics.rejected.inc(tags={"reason": "no_model"})
+            return _json(
+                503,
+                {
+                    "error": "no model loaded",
+                    "detail": f"{self.config.name} has no champion yet; promote one with `raymlops promote`",
+                },
+                headers={"Retry-After": str(int(self.serving.watch_interval_s) + 1)},
+            )
+        # the body's id first: Ray Serve's proxy puts its own x-request-id on every request
+        request_id = raw.get("request_id") or request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        canary = (
+            state.challenger is not None
+            and not state.rollout.shadow
+            and canary_bucket(request_id) < state.rollout.canary_weight
+        )
+        frame = pd.DataFrame.from_records(raw["records"], columns=self.columns)
+        answer: _Answer = await self.batched(_Item(frame, canary))
+        if answer.error is not None:
+            return self._reject(422, "invalid", "records", answer.error)
+        assert answer.output is not None
+        body = self._body(request_id, answer)
+        if self.log is not None:
+            self.log.append(self._log_rows(request_id, frame, answer))
+        self._metrics.observe(answer, len(frame), (time.perf_counter() - start) * 1000)
+        return _json(200, body, headers={"x-request-id": request_id})
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def batched(self, items: list[_Item]) -> list[_Answer]:
+        """One model call for every request that arrived together (per route)."""
+        state = self.state
+        self.num_batches += 1
+        self.num_batched_requests += len(items)
+        self.max_batch_size_seen = max(self.max_batch_size_seen, len(items))
+        self._metrics.batch_size.observe(len(items))
+        answers: list[_Answer] = [_Answer() for _ in items]
+        routes = (("champion", state.champion, False), ("canary", state.challenger, True))
+        for route, loaded, canary in routes:
+            index = [i for i, item in enumerate(items) if item.canary == canary]
+            if not index or loaded is None:
+                continue
+            shadow = state.challenger if route == "champion" and state.rollout.shadow else None
+            for i, answer in zip(
+                index, self._predict_group(loaded, route, shadow, [items[i] for i in index]), strict=True
+            ):
+                answers[i] = answer
+        return answers
+
+    def _predict_group(
+        self, loaded: _Loaded, route: str, shadow: _Loaded | None, items: list[_Item]
+    ) -> list[_Answer]:
+        frames = [item.frame for item in items]
+        big = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        try:
+            output = loaded.predictor.predict_frame(big)
+            shadow_output = shadow.predictor.predict_frame(big) if shadow else None
+        except ValueError:
+            if len(items) == 1:
+                raise
+            # one request's rows broke the model's schema: answer the others, blame that one
+            return [self._predict_one(loaded, route, shadow, item) for item in items]
+        answers = []
+        offset = 0
+        for frame in frames:
+            part = slice(offset, offset + len(frame))
+            offset += len(frame)
+            answers.append(
+                _Answer(
+                    loaded.version,
+                    route,
+                    output.iloc[part].reset_index(drop=True),
+                    shadow.version if shadow else None,
+                    shadow_output.iloc[part].reset_index(drop=True) if shadow_output is not None else None,
+                )
+            )
+        return answers
+
+    def _predict_one(self, loaded: _Loaded, route: str, shadow: _Loaded | None, item: _Item) -> _Answer:
+        try:
+            return self._predict_group(loaded, route, shadow, [item])[0]
+        except ValueError as e:
+            return _Answer(error=str(e))
+
+    def _body(self, request_id: str, answer: _Answer) -> dict[str, Any]:
+        output = answer.output
+        assert output is not None
+        body: dict[str, Any] = {
+            "request_id": request_id,
+            "model_version": str(answer.version),
+            "route": answer.route,
+            "predictions": output["prediction"].tolist(),
+        }
+        if self.task == "binary":
+            body["probabilities"] = output["probability"].tolist()
+        elif self.task == "multiclass":
+            columns = [c for c in output.columns if c.startswith("probability_")]
+            body["probabilities"] = [
+                {c[len("probability_") :]: p for c, p in zip(columns, row, strict=True)}
+                for row in output[columns].itertuples(index=False)
+            ]
+        return body
+
+    def _log_rows(self, request_id: str, frame: pd.DataFrame, answer: _Answer) -> pd.DataFrame:
+        assert answer.output is not None
+        rows = frame.copy()
+        n = len(rows)
+        rows.insert(0, REQUEST_ID, request_id)
+        rows.insert(1, RECORD_INDEX, np.arange(n, dtype=np.int32))
+        rows.insert(2, TS, pd.Timestamp.now(tz="UTC"))
+        rows["model_version"] = answer.version
+        rows["route"] = answer.route
+        rows["prediction"] = answer.output["prediction"].to_numpy()
+        rows["probability"] = (
+            answer.output["probability"].to_numpy() if "probability" in answer.output else None
+        )
+        rows["shadow_version"] = answer.shadow_version
+        rows["shadow_prediction"] = (
+            answer.shadow_output["prediction"].to_numpy() if answer.shadow_output is not None else None
+        )
+        return rows
+
+    async def feedback_endpoint(self, request: Request) -> Response:
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied
+        raw, rejected = await self._parse(request)
+        if rejected is not None:
+            return rejected
+        try:
+            parsed = self.feedback_model.model_validate(raw)
+        except ValidationError as e:
+            return self._reject(422, "invalid", problems=problems(e))
+        labels = list(parsed.labels)  # type: ignore[attr-defined]
+        if len(labels) > self.serving.max_rows_per_request:
+            return self._reject(
+                413, "too_large", "labels", f"at most {self.serving.max_rows_per_request} labels"
+            )
+        request_id: str = parsed.request_id  # type: ignore[attr-defined]
+        rows = pd.DataFrame(
+            {
+                REQUEST_ID: request_id,
+                RECORD_INDEX: np.arange(len(labels), dtype=np.int32),
+                TS: pd.Timestamp.now(tz="UTC"),
+                "label": labels,
+            }
+        )
+        self.feedback.append(rows)
+        return _json(200, {"request_id": request_id, "num_labels": len(labels)})
+
+    def model_info(self) -> dict[str, Any]:
+        state = self.state
+
+        def describe(loaded: _Loaded | None) -> dict[str, Any] | None:
+            if loaded is None:
+                return None
+            return {"version": loaded.version, "run_id": loaded.run_id, "data_version": loaded.data_version}
+
+        return {
+            "name": self.config.name,
+            "champion": describe(state.champion),
+            "challenger": describe(state.challenger),
+            "canary_weight": state.rollout.canary_weight,
+            "shadow": state.rollout.shadow,
+            "pinned": state.pinned,
+            "task": self.task,
+            "features": list(self.config.data.schema.feature_names),
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_loaded": self.state.champion is not None,
+            "replica": {
+                "num_batches": self.num_batches,
+                "num_batched_requests": self.num_batched_requests,
+                "max_batch_size_seen": self.max_batch_size_seen,
+                "inference_log": {
+                    "written": self.log.num_written,
+                    "buffered": self.log.num_buffered,
+                    "dropped": self.log.num_dropped,
+                    "failed_flushes": self.log.num_failed_flushes,
+                }
+                if self.log
+                else None,
+            },
+        }
+
+    async def _parse(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        body = await request.body()
+        if len(body) > self.serving.max_request_bytes:
+            return {}, self._reject(
+                413,
+                "too_large",
+                "body",
+                f"{len(body)} bytes; at most {self.serving.max_request_bytes} (serving.max_request_bytes)",
+            )
+        try:
+            raw = json.loads(body)
+        except ValueError as e:
+            return {}, self._reject(422, "invalid", "body", f"not valid JSON: {e}")
+        if not isinstance(raw, dict):
+            return {}, self._reject(422, "invalid", "body", "must be a JSON object")
+        if "records" in raw and not isinstance(raw["records"], list):
+            return {}, self._reject(422, "invalid", "records", "must be a list of records")
+        return raw, None
+
+    def _reject(
+        self,
+        status: int,
+        reason: str,
+        field: str | None = None,
+        detail: str | None = None,
+        *,
+        problems: list[dict[str, str]] | None = None,
+    ) -> Response:
+        self._metrics.rejected.inc(tags={"reason": reason})
+        found = problems or [{"field": field or "body", "reason": detail or ""}]
+        summary = "; ".join(f"{p['field']}: {p['reason']}" for p in found[:5])
+        return _json(status, {"error": summary, "problems": found})
+
+
+def _tags(*keys: str) -> Any:
+    return keys  # Ray's stubs say tuple[str]; any tuple of names works
+
+
+class _Metrics:
+    """raymlops' Prometheus metrics, exported beside Ray Serve's own."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.predictions = metrics.Counter(
+            "raymlops_predictions",
+            description="Rows predicted, by model version and route (champion or canary).",
+            tag_keys=_tags("model", "model_version", "route"),
+        )
+        self.requests = metrics.Counter(
+            "raymlops_requests",
+            description="Prediction requests answered, by model version and outcome.",
+            tag_keys=_tags("model", "model_version", "outcome"),
+        )
+        self.rejected = metrics.Counter(
+            "raymlops_rejected_requests",
+            description="Requests refused, by reason (invalid, too_large, unauthorized, no_model).",
+            tag_keys=_tags("model", "reason"),
+        )
+        self.latency_ms = metrics.Histogram(
+            "raymlops_request_latency_ms",
+            description="Time inside the replica from request to response, milliseconds.",
+            boundaries=_LATENCY_BOUNDARIES_MS,
+            tag_keys=_tags(
+                "model",
+            ),
+        )
+        self.batch_size = metrics.Histogram(
+            "raymlops_batch_size",
+            description="Requests per model call (dynamic batching).",
+            boundaries=_BATCH_BOUNDARIES,
+            tag_keys=_tags(
+                "model",
+            ),
+        )
+        self.shadow_compared = metrics.Counter(
+            "raymlops_shadow_comparisons",
+            description="Rows predicted by both champion and shadow challenger.",
+            tag_keys=_tags("model", "model_version", "shadow_version"),
+        )
+        self.shadow_disagreed = metrics.Counter(
+            "raymlops_shadow_disagreements",
+            description="Rows where the shadow challenger's prediction differs from the champion's.",
+            tag_keys=_tags("model", "model_version", "shadow_version"),
+        )
+        for metric in (
+            self.predictions,
+            self.requests,
+            self.rejected,
+            self.latency_ms,
+            self.batch_size,
+            self.shadow_compared,
+            self.shadow_disagreed,
+        ):
+            metric.set_default_tags({"model": model})
+
+    def observe(self, answer: _Answer, num_rows: int, latency_ms: float) -> None:
+        version = str(answer.version)
+        self.predictions.inc(num_rows, tags={"model_version": version, "route": answer.route})
+        self.requests.inc(tags={"model_version": version, "outcome": "ok"})
+        self.latency_ms.observe(latency_ms)
+        if answer.shadow_output is not None and answer.output is not None:
+            tags = {"model_version": version, "shadow_version": str(answer.shadow_version)}
+            differ = int((answer.output["prediction"] != answer.shadow_output["prediction"]).sum())
+            self.shadow_compared.inc(num_rows, tags=tags)
+            if differ:
+                self.shadow_disagreed.inc(differ, tags=tags)
+
+
+def _token(config: ProjectConfig) -> str | None:
+    name = config.serving.auth_token_env
+    if not name:
+        return None
+    token = os.environ.get(name)
+    if not token:
+        # fail closed: a replica that was told to require a token never serves without one
+        raise RuntimeError(
+            f"serving.auth_token_env names {name!r}, but that environment variable is empty in the "
+            "replica; set it where Ray runs (or remove serving.auth_token_env)"
+        )
+    return token
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def build(config: ProjectConfig) -> Any:
+    """The Serve application (``serve.run`` target) for a project config."""
+    api = FastAPI(
+        title=f"raymlops: {config.name}",
+        description="Predictions from the registry's champion; see the raymlops README for the API.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    options = deployment_options(config)
+    token_env = config.serving.auth_token_env
+    if token_env and os.environ.get(token_env):
+        # forward the token to the replicas (a cluster can set the variable on its nodes instead)
+        options["ray_actor_options"]["runtime_env"] = {"env_vars": {token_env: os.environ[token_env]}}
+
+    @serve.deployment(**options)
+    @serve.ingress(api)
+    class ModelServer:
+        def __init__(self, config_json: str) -> None:
+            self.server = Server(ProjectConfig.model_validate_json(config_json))
+            serving = self.server.serving
+            self.server.batched.set_max_batch_size(serving.max_batch_size)  # type: ignore[attr-defined]
+            self.server.batched.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+        def reconfigure(self, user_config: dict[str, Any]) -> None:
+            self.server.reconfigure(user_config)
+
+        def check_health(self) -> None:
+            if not self.server._watcher.is_alive():
+                raise RuntimeError("the model watcher thread died")
+
+        def __del__(self) -> None:
+            server = getattr(self, "server", None)
+            if server is not None:
+                server.close()
+
+        @api.post("/predict")
+        async def predict(self, request: Request) -> Response:
+            return await self.server.predict(request)
+
+        @api.post("/feedback")
+        async def feedback(self, request: Request) -> Response:
+            return await self.server.feedback_endpoint(request)
+
+        @api.get("/healthz")
+        async def healthz(self) -> dict[str, Any]:
+            return self.server.health()
+
+        @api.get("/model")
+        async def model(self) -> dict[str, Any]:
+            return self.server.model_info()
+
+    return ModelServer.bind(portable_config(config).model_dump_json(by_alias=True))  # type: ignore[attr-defined]
+
+
+def portable_config(config: ProjectConfig) -> ProjectConfig:
+    """The config with its storage locations resolved, so a replica anywhere finds the same stores."""
+    storage = config.storage.model_copy(
+        update={"home": str(config.home_path), "mlflow_tracking_uri": config.mlflow_tracking_uri}
+    )
+    return config.model_copy(update={"storage": storage})

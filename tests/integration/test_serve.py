@@ -1,0 +1,345 @@
+"""The Ray Serve endpoint over real HTTP: parity with pyfunc, bad requests, batching,
+autoscaling, promotion under load, canary, shadow and the inference log.
+
+One module-scoped deployment (a good champion and a poor challenger) on the
+shared local Ray; Serve is shut down at the end of the module.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import socket
+import time
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.csv as pacsv
+import pytest
+import requests
+from deltalake import DeltaTable
+
+from raymlops import data, pipeline, registry, train
+from raymlops import serve as rserve
+from raymlops.config import parse_config
+from tests.conftest import demo_raw_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
+
+FEATURES = [
+    "age",
+    "income_k",
+    "tenure_months",
+    "num_purchases",
+    "avg_basket",
+    "days_since_last",
+    "support_calls",
+    "discount_rate",
+    "session_minutes",
+    "region",
+    "plan",
+    "channel",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    from ray import serve
+
+    folder = tmp_path_factory.mktemp("serve")
+    raw = demo_raw_config(
+        folder / "home",
+        name="serving",
+        training={"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5},
+        serving={
+            "port": _free_port(),
+            "num_replicas": "auto",
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 2,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 600,
+            "max_batch_size": 16,
+            "batch_wait_timeout_s": 0.01,
+            "max_rows_per_request": 50,
+            "max_request_bytes": 200_000,
+            "watch_interval_s": 0.5,
+            "log_flush_interval_s": 0.5,
+        },
+    )
+    raw["name"] = "serving"
+    cfg = parse_config(raw)
+    pacsv.write_csv(data.generate_demo_data(3000, seed=41), folder / "d.csv")
+    prepared = data.prepare(data.ingest(str(folder / "d.csv"), cfg), cfg)
+    good = registry.register(train.run(prepared, cfg), cfg)
+    poor = registry.register(train.run(prepared, cfg, overrides={"learning_rate": 1e-6, "epochs": 1}), cfg)
+    assert pipeline.gate_and_promote(cfg, f"serving/{good.version}", reason="first").promoted
+    holdout = prepared.test.to_pandas()
+    ep = rserve.deploy(cfg)
+    yield cfg, ep, holdout, good.version, poor.version
+    serve.shutdown()
+
+
+def _records(frame: pd.DataFrame, n: int, start: int = 0) -> list[dict]:
+    rows = frame.iloc[start : start + n][FEATURES]
+    return json.loads(rows.to_json(orient="records"))
+
+
+def _wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _model(ep) -> dict:
+    return requests.get(f"{ep.url}/model", timeout=10).json()
+
+
+def _everywhere(ep, predicate) -> bool:
+    """True when every replica agrees: /model asked often enough to reach each of them."""
+    return all(predicate(_model(ep)) for _ in range(12))
+
+
+def test_predictions_are_identical_to_mlflow_pyfunc(endpoint):
+    cfg, ep, holdout, good, _ = endpoint
+    records = _records(holdout, 40)
+    response = requests.post(f"{ep.url}/predict", json={"records": records}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == str(good) and body["route"] == "champion" and body["request_id"]
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    expected = mlflow.pyfunc.load_model("models:/serving@champion").predict(pd.DataFrame(records))
+    assert body["predictions"] == expected["prediction"].tolist()
+    assert body["probabilities"] == expected["probability"].tolist()
+
+
+NaN_BODY = '{"records": [{"age": NaN}]}'
+GOOD = {
+    "age": 40,
+    "income_k": 50.5,
+    "tenure_months": 10,
+    "num_purchases": 3,
+    "avg_basket": 20,
+    "days_since_last": 4,
+    "support_calls": 1,
+    "discount_rate": 0.1,
+    "session_minutes": 10,
+    "region": "north",
+    "plan": "basic",
+    "channel": "web",
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/predict", {"records": [{**GOOD, "age": "forty"}]}, 422, "records[0].age"),
+        ("/predict", {"records": [GOOD, {**GOOD, "age": 7}]}, 422, "records[1].age"),
+        ("/predict", {"records": [{**GOOD, "discount_rate": 1.5}]}, 422, "records[0].discount_rate"),
+        ("/predict", {"records": [{**GOOD, "plan": "platinum"}]}, 422, "records[0].plan"),
+        ("/predict", {"records": [{**GOOD, "favourite_colour": "red"}]}, 422, "records[0].favourite_colour"),
+        (
+            "/predict",
+            {"records": [{k: v for k, v in GOOD.items() if k != "region"}]},
+            422,
+            "records[0].region",
+        ),
+        ("/predict", {"records": [{**GOOD, "age": None}]}, 422, "records[0].age"),
+        ("/predict", '{"records": [{"age": NaN, "income_k": 1}]}', 422, "records[0].age"),
+        ("/predict", '{"records": [{"age": Infinity}]}', 422, "records[0].age"),
+        ("/predict", {"records": []}, 422, "records"),
+        ("/predict", {"records": {"age": 3}}, 422, "records"),
+        ("/predict", {"rows": [GOOD]}, 422, "rows"),
+        ("/predict", "{not json", 422, "body"),
+        ("/predict", [GOOD], 422, "body"),
+        ("/predict", {"records": [GOOD] * 51}, 413, "records"),
+        ("/predict", {"records": [GOOD], "pad": "x" * 250_000}, 413, "body"),
+        ("/feedback", {"request_id": "r1", "labels": [3]}, 422, "labels[0]"),
+        ("/feedback", {"labels": [1]}, 422, "request_id"),
+        ("/feedback", {"request_id": "r1", "labels": []}, 422, "labels"),
+    ],
+)
+def test_bad_requests_get_4xx_naming_the_field(endpoint, path, body, status, field):
+    _, ep, _, _, _ = endpoint
+    payload = body if isinstance(body, str) else json.dumps(body)
+    response = requests.post(
+        f"{ep.url}{path}", data=payload, headers={"content-type": "application/json"}, timeout=30
+    )
+    assert response.status_code == status, response.text
+    problems = response.json()["problems"]
+    assert field in [p["field"] for p in problems], problems
+    assert all(p["reason"] for p in problems)
+
+
+def test_concurrent_load_is_batched_and_scales_out(endpoint):
+    from ray import serve
+
+    cfg, ep, holdout, _, _ = endpoint
+    records = _records(holdout, 5)
+
+    def one(_: int) -> int:
+        return requests.post(f"{ep.url}/predict", json={"records": records}, timeout=60).status_code
+
+    replicas_seen = []
+    with cf.ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(one, i) for i in range(1200)]
+        deadline = time.monotonic() + 120
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            state = serve.status().applications["serving"].deployments["ModelServer"]
+            replicas_seen.append(
+                sum(n for s, n in state.replica_states.items() if str(s).endswith("RUNNING"))
+            )
+            time.sleep(0.5)
+        statuses = [f.result() for f in futures]
+    assert statuses.count(200) == len(statuses)
+    assert max(replicas_seen) > cfg.serving.min_replicas, replicas_seen
+    seen = [requests.get(f"{ep.url}/healthz", timeout=10).json()["replica"] for _ in range(10)]
+    assert max(r["max_batch_size_seen"] for r in seen) > 1, seen
+
+
+def test_promotion_under_load_switches_versions_with_no_failed_request(endpoint):
+    cfg, ep, holdout, good, poor = endpoint
+    records = _records(holdout, 3)
+    stop = time.monotonic() + 600
+
+    def load(worker: int) -> list[tuple[float, int, str | None, str | None]]:
+        out = []
+        session = requests.Session()
+        for i in range(250):
+            if time.monotonic() > stop:
+                break
+            rid = f"promo-{worker}-{i}"
+            r = session.post(f"{ep.url}/predict", json={"records": records, "request_id": rid}, timeout=60)
+            version = r.json().get("model_version") if r.status_code == 200 else None
+            out.append((time.monotonic(), r.status_code, version, rid))
+        return out
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(load, w) for w in range(8)]
+        time.sleep(3)
+        registry.promote(cfg, f"serving/{poor}", reason="swap under load", force=True)
+        results = [row for f in futures for row in f.result()]
+    registry.rollback(cfg, "serving", reason="restore the good model")
+    assert len(results) == 2000
+    assert [status for _, status, _, _ in results].count(200) == len(results)
+    versions = [v for _, _, v, _ in sorted(results)]
+    assert versions[0] == str(good) and versions[-1] == str(poor)
+    assert set(versions) == {str(good), str(poor)}
+    _wait_for(lambda: _everywhere(ep, lambda m: m["champion"]["version"] == good), what="the rollback")
+
+    ok_ids = {rid for _, status, _, rid in results if status == 200}
+    _wait_for(lambda: _logged_ids(cfg) >= ok_ids, timeout_s=30, what="every answered request in the log")
+
+
+def _logged_ids(cfg) -> set[str]:
+    if not DeltaTable.is_deltatable(cfg.inference_log_uri):
+        return set()
+    table = DeltaTable(cfg.inference_log_uri).to_pyarrow_table(columns=["request_id"])
+    return set(table.column("request_id").to_pylist())
+
+
+def test_canary_gets_its_share_and_is_sticky_per_request_id(endpoint):
+    cfg, ep, holdout, good, poor = endpoint
+    registry.set_rollout(cfg, f"serving/{poor}", canary_weight=0.3, reason="canary test")
+    _wait_for(lambda: _everywhere(ep, lambda m: m["canary_weight"] == 0.3), what="the canary everywhere")
+    records = _records(holdout, 2)
+
+    def one(i: int) -> tuple[str, str]:
+        rid = f"canary-{uuid.uuid4().hex}"
+        body = requests.post(
+            f"{ep.url}/predict", json={"records": records, "request_id": rid}, timeout=60
+        ).json()
+        return body["route"], body["model_version"]
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(1000)))
+    share = sum(route == "canary" for route, _ in answers) / len(answers)
+    assert 0.25 <= share <= 0.35, share
+    assert {v for route, v in answers if route == "canary"} == {str(poor)}
+    assert {v for route, v in answers if route == "champion"} == {str(good)}
+    again = [
+        requests.post(
+            f"{ep.url}/predict", json={"records": records, "request_id": "sticky-1"}, timeout=30
+        ).json()["route"]
+        for _ in range(5)
+    ]
+    assert len(set(again)) == 1
+    registry.set_rollout(cfg, None, name="serving", reason="canary done")
+    _wait_for(lambda: _everywhere(ep, lambda m: m["challenger"] is None), what="the canary to end")
+
+
+def test_shadow_answers_with_the_champion_and_records_both(endpoint):
+    cfg, ep, holdout, good, poor = endpoint
+    registry.set_rollout(cfg, f"serving/{poor}", shadow=True, reason="shadow test")
+    _wait_for(lambda: _everywhere(ep, lambda m: m["shadow"]), what="the shadow everywhere")
+    rids = []
+    for i in range(30):
+        rid = f"shadow-{i}-{uuid.uuid4().hex[:6]}"
+        body = requests.post(
+            f"{ep.url}/predict",
+            json={"records": _records(holdout, 10, start=i * 10), "request_id": rid},
+            timeout=30,
+        ).json()
+        assert body["model_version"] == str(good) and body["route"] == "champion"
+        rids.append(rid)
+    registry.set_rollout(cfg, None, name="serving", reason="shadow done")
+    _wait_for(lambda: _everywhere(ep, lambda m: not m["shadow"]), what="the shadow to end")
+    _wait_for(lambda: set(rids) <= _logged_ids(cfg), what="shadowed requests in the log")
+    log = DeltaTable(cfg.inference_log_uri).to_pandas()
+    shadowed = log[log["request_id"].isin(rids)]
+    assert len(shadowed) == 300
+    assert (shadowed["shadow_version"] == poor).all() and (shadowed["model_version"] == good).all()
+    disagreement = float(np.mean(shadowed["prediction"] != shadowed["shadow_prediction"]))
+    assert 0.0 < disagreement < 1.0  # a near-random model disagrees with a good one on some rows
+
+
+def test_feedback_is_stored_by_request_id(endpoint):
+    cfg, ep, _, _, _ = endpoint
+    response = requests.post(
+        f"{ep.url}/feedback", json={"request_id": "fb-1", "labels": [1, 0, 1]}, timeout=30
+    )
+    assert response.status_code == 200 and response.json()["num_labels"] == 3
+
+    def stored() -> bool:
+        if not DeltaTable.is_deltatable(cfg.feedback_uri):
+            return False
+        frame = DeltaTable(cfg.feedback_uri).to_pandas()
+        return frame[frame["request_id"] == "fb-1"]["label"].tolist() == [1, 0, 1]
+
+    _wait_for(stored, what="the feedback rows")
+
+
+def test_no_champion_gives_503_and_a_token_is_required_when_configured(endpoint, tmp_path, monkeypatch):
+    cfg, _, _, _, _ = endpoint
+    monkeypatch.setenv("RAYMLOPS_TEST_TOKEN", "s3cret-token")
+    raw = cfg.model_dump(mode="json", by_alias=True)
+    raw["name"] = "serving_empty"
+    raw["serving"] = {
+        **raw["serving"],
+        "route_prefix": "/empty",
+        "num_replicas": 1,
+        "auth_token_env": "RAYMLOPS_TEST_TOKEN",
+    }
+    empty = parse_config(raw)
+    ep = rserve.deploy(empty)
+    try:
+        url = f"{ep.url}/predict"
+        assert requests.post(url, json={"records": [GOOD]}, timeout=30).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert requests.post(url, json={"records": [GOOD]}, headers=wrong, timeout=30).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token"}
+        response = requests.post(url, json={"records": [GOOD]}, headers=right, timeout=30)
+        assert response.status_code == 503 and "no champion" in response.json()["detail"]
+    finally:
+        rserve.shutdown(empty)

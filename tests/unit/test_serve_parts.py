@@ -1,0 +1,79 @@
+"""Serving parts that need no Ray cluster: request models, canary buckets, the Serve config file."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from raymlops.serve import serve_config
+from raymlops.serve._requests import feedback_model, problems, request_model
+
+GOOD = {
+    "age": 40,
+    "income_k": 50.5,
+    "tenure_months": 10,
+    "num_purchases": 3,
+    "avg_basket": 20,
+    "days_since_last": 4,
+    "support_calls": 1,
+    "discount_rate": 0.1,
+    "session_minutes": 10,
+    "region": "north",
+    "plan": "basic",
+    "channel": "web",
+}
+
+
+def _problems(model, body):
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(body)
+    return {p["field"]: p["reason"] for p in problems(info.value)}
+
+
+def test_request_model_follows_the_schema(make_config):
+    model = request_model(make_config().data.schema)
+    assert model.model_validate({"records": [GOOD]}).records[0].age == 40.0
+    assert model.model_validate({"records": [{**GOOD, "customer_id": "c1"}]})  # the id column is allowed
+    found = _problems(model, {"records": [{**GOOD, "age": "40", "plan": "gold", "x": 1}]})
+    assert set(found) == {"records[0].age", "records[0].plan", "records[0].x"}
+    assert "'basic', 'standard' or 'premium'" in found["records[0].plan"]
+    assert "unknown field" in found["records[0].x"]
+    assert "not nullable" in _problems(model, {"records": [{**GOOD, "age": None}]})["records[0].age"]
+    assert "finite" in _problems(model, {"records": [{**GOOD, "age": float("inf")}]})["records[0].age"]
+    assert "at least one" in _problems(model, {"records": []})["records"]
+
+
+def test_unknown_categories_can_be_allowed(make_config):
+    model = request_model(make_config().data.schema, unknown_category="allow")
+    assert model.model_validate({"records": [{**GOOD, "plan": "gold"}]})
+
+
+def test_feedback_labels_follow_the_label_classes(make_config):
+    model = feedback_model(make_config().data.schema)
+    assert model.model_validate({"request_id": "r", "labels": [0, 1]})
+    assert set(_problems(model, {"request_id": "r", "labels": [2, "x"]})) == {"labels[0]", "labels[1]"}
+
+
+def test_canary_bucket_is_stable_and_uniform():
+    from raymlops.serve._app import canary_bucket
+
+    buckets = [canary_bucket(f"req-{i}") for i in range(20_000)]
+    assert canary_bucket("req-7") == buckets[7]
+    assert 0.29 < sum(b < 0.3 for b in buckets) / len(buckets) < 0.31
+
+
+def test_serve_build_output_passes_rays_own_schema(make_config, tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = make_config(serving={"num_replicas": "auto", "min_replicas": 1, "max_replicas": 3, "port": 8123})
+    built = serve_config(cfg, "configs/demo.yaml")
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(yaml.safe_dump(built)))
+    app = parsed.applications[0]
+    assert app.import_path == "raymlops.serve:build_app" and app.args == {"config": "configs/demo.yaml"}
+    deployment = app.deployments[0]
+    assert deployment.autoscaling_config["max_replicas"] == 3
+    assert deployment.max_ongoing_requests == cfg.serving.max_ongoing_requests
+    assert parsed.http_options.host == "127.0.0.1" and parsed.http_options.port == 8123
+    fixed = serve_config(make_config(serving={"num_replicas": 2}), "c.yaml")
+    assert fixed["applications"][0]["deployments"][0]["num_replicas"] == 2
