@@ -724,7 +724,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     name = args.name or config.name
     if args.at:
         try:
-            when = dt.datetime.fromisoformat(args.at)
+            text = args.at[:-1] + "+00:00" if args.at.endswith(("Z", "z")) else args.at  # 3.10 lacks "Z"
+            when = dt.datetime.fromisoformat(text)
         except ValueError:
             raise ConfigError(f"--at {args.at!r} is not an ISO 8601 time, e.g. 2026-11-23T14:05:00") from None
         version = registry.champion_at(config, when, name)

@@ -493,8 +493,19 @@ class ProjectConfig(_Section):
                     f"{metric!r} is not a {self.model.task} metric; choose one of {', '.join(allowed)}"
                     + _suggest(metric, allowed),
                 )
-        if gate.max_positive_rate_gap is not None and self.model.task == "regression":
-            raise _FieldProblem("gate.max_positive_rate_gap", "needs a classification task (model.task)")
+        if gate.max_positive_rate_gap is not None and self.model.task != "binary":
+            raise _FieldProblem(
+                "gate.max_positive_rate_gap",
+                "the positive-prediction rate exists for model.task: binary only; use max_fairness_gap",
+            )
+        for i, rule in enumerate(gate.rules or ()):
+            limits = (rule.threshold, rule.min_absolute_change, rule.min_relative_change, rule.max_regression)
+            if all(limit is None for limit in limits):
+                raise _FieldProblem(
+                    f"gate.rules.[{i}]",
+                    f"the rule on {rule.metric!r} sets no limit; give threshold, min_absolute_change, "
+                    "min_relative_change or max_regression",
+                )
 
     @property
     def gate_rules(self) -> tuple[MetricRule, ...]:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import getpass
@@ -30,7 +31,7 @@ import socket
 import tempfile
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "Lineage",
     "ModelVersion",
     "Rollout",
+    "alias_lock",
     "champion",
     "champion_at",
     "check_reason",
@@ -320,10 +322,12 @@ def set_alias(
         )
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
     resolve(config, f"{name}/{version}")  # a clear error for a version that does not exist
-    before = _alias_version(client, name, alias)
-    client.set_registered_model_alias(name, alias, str(version))
-    if before != version:
-        _record(config, name, [(alias, before, version)], "set", reason, actor, None, False)
+    with alias_lock(config, name):
+        before = _alias_version(client, name, alias)
+        if before != version:
+            _move(
+                config, client, name, [(alias, before, version)], "set", reason or "set", actor, None, False
+            )
     return resolve(config, f"{name}@{alias}")
 
 
@@ -396,19 +400,20 @@ def promote(
     mv = resolve(config, ref)
     name, version = mv.name, mv.version
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
-    current = _alias_version(client, name, CHAMPION)
-    if current == version:
-        raise PromotionError(f"{name} version {version} is already the champion; nothing to promote")
-    report_id = mv.tags.get(TAG_GATE_REPORT_ID)
-    if not force:
-        _require_gate(mv, current)
-    moves: list[tuple[str, int | None, int | None]] = [(CHAMPION, current, version)]
-    if current is not None:
-        moves.append((PREVIOUS, _alias_version(client, name, PREVIOUS), current))
-    if _alias_version(client, name, CHALLENGER) == version:
-        moves.append((CHALLENGER, version, None))
-    action = "force-promote" if force else "promote"
-    return _move(config, client, name, moves, action, reason, actor, report_id, force)
+    with alias_lock(config, name):  # read, check and move as one step against concurrent promotions
+        current = _alias_version(client, name, CHAMPION)
+        if current == version:
+            raise PromotionError(f"{name} version {version} is already the champion; nothing to promote")
+        if not force:
+            _require_gate(mv, current)
+        moves: list[tuple[str, int | None, int | None]] = [(CHAMPION, current, version)]
+        if current is not None:
+            moves.append((PREVIOUS, _alias_version(client, name, PREVIOUS), current))
+        if _alias_version(client, name, CHALLENGER) == version:
+            moves.append((CHALLENGER, version, None))
+        action = "force-promote" if force else "promote"
+        report_id = None if force else mv.tags.get(TAG_GATE_REPORT_ID)
+        return _move(config, client, name, moves, action, reason, actor, report_id, force)
 
 
 def rollback(
@@ -431,17 +436,37 @@ def rollback(
     name = name or config.name
     reason = check_reason(reason, "rollback")
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
-    current = _alias_version(client, name, CHAMPION)
-    restored = _alias_version(client, name, PREVIOUS)
-    if restored is None:
-        raise PromotionError(
-            f"{name} has no previous champion to roll back to"
-            + (f" (version {current} is the first champion)" if current is not None else " (no champion yet)")
-        )
-    earlier = [m for m in history(config, name) if m.alias == CHAMPION and m.to_version == restored]
-    before_restored = earlier[-1].from_version if earlier else None
-    moves = [(CHAMPION, current, restored), (PREVIOUS, restored, before_restored)]
-    return _move(config, client, name, moves, "rollback", reason, actor, None, False)
+    with alias_lock(config, name):
+        current = _alias_version(client, name, CHAMPION)
+        restored = _alias_version(client, name, PREVIOUS)
+        if restored is None:
+            raise PromotionError(
+                f"{name} has no previous champion to roll back to"
+                + (
+                    f" (version {current} is the first champion)"
+                    if current is not None
+                    else " (no champion yet)"
+                )
+            )
+        moves = [(CHAMPION, current, restored), (PREVIOUS, restored, _previous_of(config, name, restored))]
+        return _move(config, client, name, moves, "rollback", reason, actor, None, False)
+
+
+def _previous_of(config: ProjectConfig, name: str, version: int) -> int | None:
+    """What ``previous`` pointed at right after ``version`` last became champion.
+
+    That is the champion ``version`` replaced when it was promoted, or, if it
+    came back by a rollback, whatever that rollback left as ``previous``; so
+    repeated rollbacks walk back through the promotions instead of swinging
+    between two versions.
+    """
+    moves = history(config, name)
+    made = [m for m in moves if m.alias == CHAMPION and m.to_version == version]
+    if not made:
+        return None
+    operation = made[-1].operation_id
+    left = [m for m in moves if m.operation_id == operation and m.alias == PREVIOUS]
+    return left[-1].to_version if left else None
 
 
 def history(config: ProjectConfig, name: str | None = None) -> list[AliasMove]:
@@ -460,7 +485,7 @@ def history(config: ProjectConfig, name: str | None = None) -> list[AliasMove]:
 
 def champion_at(config: ProjectConfig, when: dt.datetime, name: str | None = None) -> int | None:
     """The champion version at time ``when`` (naive times are taken as UTC), from the history."""
-    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
     moves = [m for m in history(config, name) if m.alias == CHAMPION and m.ts <= when]
     return moves[-1].to_version if moves else None
 
@@ -533,36 +558,37 @@ def set_rollout(
     if shadow and canary_weight > 0:
         raise ConfigError("a challenger is either a canary (a share of traffic) or a shadow, not both")
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
-    if ref is None:
-        name = name or config.name
+    target = resolve(config, ref) if ref is not None else None
+    name = target.name if target is not None else (name or config.name)
+    with alias_lock(config, name):
         before = _alias_version(client, name, CHALLENGER)
-        if before is not None:
-            _point(client, name, CHALLENGER, None)
-            _record(
+        if target is None:
+            canary_weight, shadow = 0.0, False
+            if before is not None:
+                moves: list[tuple[str, int | None, int | None]] = [(CHALLENGER, before, None)]
+                _move(
+                    config, client, name, moves, "end-rollout", reason or "rollout ended", actor, None, False
+                )
+        else:
+            if _alias_version(client, name, CHAMPION) == target.version:
+                raise PromotionError(
+                    f"{name} version {target.version} is the champion; a challenger must be another version"
+                )
+            action = "shadow" if shadow else "canary"
+            detail = reason or ("shadow traffic" if shadow else f"canary at weight {canary_weight}")
+            _move(
                 config,
+                client,
                 name,
-                [(CHALLENGER, before, None)],
-                "end-rollout",
-                reason or "rollout ended",
+                [(CHALLENGER, before, target.version)],
+                action,
+                detail,
                 actor,
                 None,
                 False,
             )
-        canary_weight, shadow = 0.0, False
-    else:
-        mv = resolve(config, ref)
-        name = mv.name
-        if _alias_version(client, name, CHAMPION) == mv.version:
-            raise PromotionError(
-                f"{name} version {mv.version} is the champion; a challenger must be another version"
-            )
-        before = _alias_version(client, name, CHALLENGER)
-        client.set_registered_model_alias(name, CHALLENGER, str(mv.version))
-        action = "shadow" if shadow else "canary"
-        detail = reason or (f"{action} at weight {canary_weight}" if not shadow else "shadow traffic")
-        _record(config, name, [(CHALLENGER, before, mv.version)], action, detail, actor, None, False)
-    client.set_registered_model_tag(name, TAG_CANARY_WEIGHT, repr(float(canary_weight)))
-    client.set_registered_model_tag(name, TAG_SHADOW, "true" if shadow else "false")
+        client.set_registered_model_tag(name, TAG_CANARY_WEIGHT, repr(float(canary_weight)))
+        client.set_registered_model_tag(name, TAG_SHADOW, "true" if shadow else "false")
     return rollout(config, name)
 
 
@@ -633,7 +659,7 @@ def _record(
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     operation = uuid.uuid4().hex
     who = actor or _actor()
     rows = tuple(
@@ -644,9 +670,35 @@ def _record(
     uri = _history_uri(config)
     try:
         write_deltalake(uri, table, mode="append")
-    except OSError as e:
-        raise StorageError(f"cannot append to the alias history at {uri}: {e}; no alias was moved") from e
+    except Exception as e:  # OSError, or deltalake's own errors (schema, commit conflicts)
+        raise StorageError(
+            f"cannot append to the alias history at {uri}: {type(e).__name__}: {e}; the aliases were put back"
+        ) from e
     return rows
+
+
+@contextlib.contextmanager
+def alias_lock(config: ProjectConfig, name: str) -> Iterator[None]:
+    """An exclusive lock per model under ``<home>/registry``: alias moves of one model never interleave.
+
+    ``fcntl.flock`` serialises processes on one machine (and on file systems
+    that support it); processes on different machines need the registry
+    server's own guarantees.
+    """
+    import fcntl
+
+    folder = config.home_path / "registry"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / f".{name}.lock", "a+")  # noqa: SIM115 - held for the with-block
+    except OSError as e:
+        raise StorageError(f"cannot create the registry lock under {folder}: {e}") from e
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _history_uri(config: ProjectConfig) -> str:

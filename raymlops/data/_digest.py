@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _KEY_1 = "raymlops-rows-k1"  # hash_pandas_object needs 16-character keys
 _KEY_2 = "raymlops-rows-k2"
@@ -49,11 +53,40 @@ class RowSums:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+_NULL_INT = np.iinfo(np.int64).min  # stands for null in integer, bool and timestamp columns
+_NULL_TEXT = "\x00raymlops-null\x00"
+
+
+def stable_frame(table: pa.Table) -> pd.DataFrame:
+    """A pandas view of ``table`` whose dtypes depend on the Arrow types alone.
+
+    ``Table.to_pandas`` turns an int64 or bool column into float64 or object only
+    in batches that hold a null, so the same row would hash differently in two
+    batchings of one table. Here nulls become a sentinel of the column's own
+    type (NaN for floats), so a row's hash never depends on its neighbours.
+    """
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    columns: dict[str, np.ndarray] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        kind = column.type
+        if pa.types.is_floating(kind):
+            columns[name] = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        elif pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_temporal(kind):
+            as_int = column.cast(pa.int64())
+            columns[name] = pc.fill_null(as_int, _NULL_INT).to_numpy(zero_copy_only=False)
+        else:
+            text = column.cast(pa.string()) if not pa.types.is_string(kind) else column
+            columns[name] = pc.fill_null(text, _NULL_TEXT).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(columns, copy=False)
+
+
 def row_hashes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Two uint64 hashes per row, stable across processes and machines."""
+    """Two uint64 hashes per row, stable across processes, machines and batchings."""
     import pandas as pd
 
-    frame = table.to_pandas()
+    frame = stable_frame(table)
     if table.num_rows == 0:
         empty = np.zeros(0, dtype=np.uint64)
         return empty, empty

@@ -281,7 +281,8 @@ def _assign_split(
 
     batch = batch.select(schema.names).cast(schema)
     h1, h2 = _digest.row_hashes(batch)
-    key_source = batch.column(id_column).to_pandas() if id_column else batch.to_pandas()
+    # the id's hash (or, without an id, the row's own hash) under a seeded key
+    key_source = _digest.stable_frame(batch.select([id_column])) if id_column else pd.DataFrame({"h": h1})
     key = pd.util.hash_pandas_object(key_source, index=False, hash_key=f"split{seed:011d}"[-16:]).to_numpy(
         np.uint64
     )

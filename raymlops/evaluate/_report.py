@@ -234,9 +234,19 @@ def _finite(body: Any) -> Any:
 
 
 def _nan(body: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of ``_finite`` for metric dictionaries."""
+    """The inverse of ``_finite``: null floats of a stored report become NaN again."""
     if "metrics" in body:
         body["metrics"] = {k: math.nan if v is None else v for k, v in body["metrics"].items()}
     if "slices" in body:
         body["slices"] = [_nan(dict(s)) for s in body["slices"]]
+    for key in ("importance", "fairness"):
+        if key in body:
+            body[key] = [_nan_floats(dict(item), _FLOAT_FIELDS[key]) for item in body[key]]
     return body
+
+
+_FLOAT_FIELDS = {"importance": ("importance", "std", "share"), "fairness": ("metric_gap",)}
+
+
+def _nan_floats(item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: (math.nan if k in keys and v is None else v) for k, v in item.items()}

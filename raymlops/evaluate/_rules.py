@@ -67,6 +67,10 @@ def _metric_checks(rule: MetricRule, challenger: Evaluation, champion: Evaluatio
             out.append(GateCheck(name, "overall", value, None, limit, None, "no champion to compare with"))
             continue
         base = champion.metrics[metric]
+        if not math.isfinite(base):
+            detail = f"the champion's {metric} is undefined on this holdout; nothing to compare with"
+            out.append(GateCheck(name, "overall", value, None, limit, None, detail))
+            continue
         improvement = (value - base) if up else (base - value)
         if kind == "min_absolute_change":
             ok = improvement >= limit

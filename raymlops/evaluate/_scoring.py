@@ -44,10 +44,26 @@ def evaluate_predictor(
     metrics = metrics_of(scored, task)
     schema = config.data.schema
     columns = list(dict.fromkeys(schema.slice_columns + schema.sensitive_columns))
+    absent = [c for c in columns if c not in rows.columns]
+    if absent:
+        raise DataError(
+            f"slice or sensitive column(s) {absent} are not in data version {dataset_version.version}; "
+            "ingest data that has them, or remove them from data.schema"
+        )
+    categorical = set(schema.categorical_features) | {
+        c.name for c in schema.metadata_columns if c.allowed is not None or c.dtype in ("string", "bool")
+    }
     slices = tuple(
         s
         for column in columns
-        for s in _slices(rows[column], column, scored, task, gate_cfg.slice_num_bins, config.slice_metric)
+        for s in _slices(
+            rows[column],
+            column,
+            scored,
+            task,
+            gate_cfg.slice_num_bins if column not in categorical else None,
+            config.slice_metric,
+        )
     )
     fairness = tuple(
         _fairness(
@@ -118,32 +134,37 @@ def _predict(predictor: Predictor, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-def _groups(values: pd.Series, num_bins: int) -> tuple[np.ndarray, list[str]]:
-    """Group codes and names: one group per category, or quantile bins for a numeric column."""
-    import pandas as pd
+def _groups(values: pd.Series, num_bins: int | None) -> tuple[np.ndarray, list[str]]:
+    """Group codes and names: one group per category (``num_bins`` None), else quantile bins.
 
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        numeric = values.to_numpy(np.float64)
+    Nulls (and NaN) form a ``null`` group; infinities fall into the outer bins.
+    """
+    null = values.isna().to_numpy()
+    if num_bins is not None:
+        numeric = values.to_numpy(np.float64, na_value=np.nan)
         finite = numeric[np.isfinite(numeric)]
         edges: Any = np.unique(np.quantile(finite, np.linspace(0, 1, num_bins + 1))) if len(finite) else []
         if len(edges) < 2:
-            return np.zeros(len(values), dtype=np.int64), [f"{edges[0]:.4g}" if len(edges) else "null"]
+            names = [f"{edges[0]:.6g}"] if len(edges) else []
+            return np.where(null, len(names), 0).astype(np.int64), [*names, "null"]
         codes = np.clip(np.searchsorted(edges, numeric, side="right") - 1, 0, len(edges) - 2)
         names = [
-            f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == len(edges) - 2 else ')'}"
+            f"[{edges[i]:.6g}, {edges[i + 1]:.6g}{']' if i == len(edges) - 2 else ')'}"
             for i in range(len(edges) - 1)
         ]
-        codes = np.where(np.isfinite(numeric), codes, len(names))
-        return codes, [*names, "null"]
-    text = values.astype(object).where(values.notna(), None)
-    labels = sorted({str(v) for v in text if v is not None})
+        return np.where(null, len(names), codes).astype(np.int64), [*names, "null"]
+    text = values.astype(object)
+    labels = sorted({str(v) for v, is_null in zip(text, null, strict=True) if not is_null})
     lookup = {name: i for i, name in enumerate(labels)}
-    codes = np.array([lookup[str(v)] if v is not None else len(labels) for v in text], dtype=np.int64)
+    codes = np.array(
+        [len(labels) if is_null else lookup[str(v)] for v, is_null in zip(text, null, strict=True)],
+        dtype=np.int64,
+    )
     return codes, [*labels, "null"]
 
 
 def _slices(
-    values: pd.Series, column: str, scored: Scored, task: str, num_bins: int, slice_metric: str
+    values: pd.Series, column: str, scored: Scored, task: str, num_bins: int | None, slice_metric: str
 ) -> list[SliceMetrics]:
     codes, names = _groups(values, num_bins)
     out = []
@@ -225,4 +246,4 @@ def _permutation_importance(
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -117,14 +117,14 @@ def test_promote_promote_rollback_is_audited_and_answers_champion_at_time(runs, 
     raw, good, _ = runs
     cfg = _named(raw, "gate_hist")
     v1, v2, _ = (registry.register(good, cfg).version for _ in range(3))
-    before_all = dt.datetime.now(dt.UTC)
+    before_all = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.05)
     assert pipeline.gate_and_promote(cfg, f"gate_hist/{v1}", reason="first").promoted
-    between_1_2 = dt.datetime.now(dt.UTC)
+    between_1_2 = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.05)
     assert pipeline.gate_and_promote(cfg, f"gate_hist/{v2}", reason="same quality, newer data").promoted
     assert registry.resolve(cfg, "gate_hist@previous").version == v1
-    between_2_3 = dt.datetime.now(dt.UTC)
+    between_2_3 = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.05)
     assert (
         main(
@@ -139,7 +139,7 @@ def test_promote_promote_rollback_is_audited_and_answers_champion_at_time(runs, 
         )
         == 0
     )
-    after = dt.datetime.now(dt.UTC)
+    after = dt.datetime.now(dt.timezone.utc)
 
     assert registry.champion(cfg, "gate_hist").version == v1
     with pytest.raises(VersionNotFoundError):
@@ -212,3 +212,28 @@ def _yaml(raw, name, folder):
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**raw, "name": name}))
     return str(path)
+
+
+def test_repeated_rollbacks_walk_back_instead_of_swinging(runs):
+    raw, good, _ = runs
+    cfg = _named(raw, "gate_walk")
+    v1, v2, v3 = (registry.register(good, cfg).version for _ in range(3))
+    for version in (v1, v2, v3):
+        registry.promote(cfg, f"gate_walk/{version}", reason=f"v{version}", force=True)
+    registry.rollback(cfg, "gate_walk", reason="3 is bad")
+    assert (registry.champion(cfg, "gate_walk").version, _previous(cfg)) == (v2, v1)
+    registry.rollback(cfg, "gate_walk", reason="2 is bad too")
+    assert (registry.champion(cfg, "gate_walk").version, _previous(cfg)) == (v1, None)
+    # the reviewer's case: after a rollback, promote and roll back again: back to v1, not v2
+    registry.promote(cfg, f"gate_walk/{v3}", reason="fixed 3", force=True)
+    registry.rollback(cfg, "gate_walk", reason="still bad")
+    assert (registry.champion(cfg, "gate_walk").version, _previous(cfg)) == (v1, None)
+    forced = [m for m in registry.history(cfg, "gate_walk") if m.action == "force-promote"]
+    assert all(m.forced and m.gate_report_id is None for m in forced)
+
+
+def _previous(cfg):
+    try:
+        return registry.resolve(cfg, f"{cfg.name}@previous").version
+    except VersionNotFoundError:
+        return None

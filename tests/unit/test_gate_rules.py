@@ -152,3 +152,51 @@ def test_gate_config_errors_name_the_key(make_config, gate, path):
     with pytest.raises(ConfigError) as info:
         make_config(gate=gate)
     assert path in str(info.value)
+
+
+def test_stored_report_with_undefined_importance_loads_and_renders(make_config):
+    challenger = _eval(2, importance=(FeatureImportance("age", math.nan, math.nan, 0.0),))
+    checks = check(challenger, None, make_config())
+    report = GateReport("gate-y", "churn", 2, None, False, checks, challenger, None, "t")
+    again = GateReport.from_json(report.to_json())
+    assert math.isnan(again.challenger.importance[0].importance)
+    assert "age" in again.challenger.render() and "| age | nan |" in again.to_markdown()
+
+
+def test_undefined_champion_metric_skips_the_comparison(make_config):
+    cfg = make_config(gate={"rules": [{"metric": "roc_auc", "max_regression": 0.01}]})
+    (only,) = [c for c in check(_eval(2), _eval(1, {"roc_auc": math.nan}), cfg) if c.rule.startswith("roc")]
+    assert only.passed is None and "undefined" in only.detail
+
+
+@pytest.mark.parametrize(
+    ("sections", "path"),
+    [
+        ({"gate": {"rules": [{"metric": "roc_auc"}]}}, "gate.rules[0]"),
+        (
+            {"model": {"task": "multiclass"}, "gate": {"max_positive_rate_gap": 0.1}},
+            "gate.max_positive_rate_gap",
+        ),
+    ],
+)
+def test_gate_settings_that_would_never_be_checked_are_refused(make_config, sections, path):
+    from raymlops.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_config(**sections)
+    assert path in str(info.value)
+
+
+def test_slice_groups_follow_the_schema_kind():
+    import numpy as np
+    import pandas as pd
+
+    from raymlops.evaluate._scoring import _groups
+
+    codes, names = _groups(pd.Series([0, 1, 1, None], dtype="Int64"), None)  # an int categorical
+    assert names == ["0", "1", "null"] and codes.tolist() == [0, 1, 1, 2]
+    codes, names = _groups(pd.Series([5.0, 5.0, np.nan]), 4)  # constant numeric with a null
+    assert names == ["5", "null"] and codes.tolist() == [0, 0, 1]
+    codes, names = _groups(pd.Series([1.0, 2.0, 3.0, 4.0, np.inf, -np.inf, np.nan]), 2)
+    assert names[-1] == "null" and codes.tolist()[-1] == len(names) - 1
+    assert codes[4] == len(names) - 2 and codes[5] == 0  # infinities go to the outer bins

@@ -1,0 +1,395 @@
+"""Serving throughput: the raymlops endpoint side by side with a bare FastAPI server and default Ray Serve.
+
+Every variant serves the same registered bundle (the demo churn model) and does
+the same work per request: parse JSON, validate the records against the schema,
+preprocess, predict, answer JSON. The load generator is ``wrk`` (a C program
+outside Python's event loop; ``apt-get install wrk``), POSTing 5 records per
+request, at each concurrency for ``--duration-s`` seconds after a warm-up.
+
+Variants:
+  bare-fastapi       uvicorn, 2 worker processes (one per core), no Ray: what a user
+                     would otherwise write; the baseline of every ratio
+  ray-serve-default  a plain @serve.deployment + FastAPI ingress with Ray's defaults
+                     (max_ongoing_requests=5, no batching, Python proxy)
+  raymlops           the raymlops endpoint as configured by default (batching, inference log)
+  raymlops-nobatch   the same with max_batch_size 1
+  raymlops-nolog     the same with the inference log off (the logging overhead)
+  raymlops-haproxy   the default endpoint behind Ray Serve's HAProxy ingress
+                     (RAY_SERVE_ENABLE_HA_PROXY=1, a fresh Ray session)
+
+    python benchmarks/serve_throughput.py                 # ~5 min on 2 cores
+    python benchmarks/serve_throughput.py --duration-s 10 --concurrency 32
+
+Results print as a table (requests/s, p50/p99 ms, non-2xx, × bare FastAPI) and
+go to ``benchmarks/results/serve_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results") / "serve_throughput.json"
+RECORDS_PER_REQUEST = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(home: Path, port: int, **serving: object):
+    from raymlops.config import parse_config
+    from raymlops.data._demo import demo_schema
+
+    return parse_config(
+        {
+            "name": "bench",
+            "storage": {"home": str(home)},
+            "data": {"schema": demo_schema()},
+            "training": {"num_workers": 1, "epochs": 2, "cpus_per_worker": 0.5},
+            "serving": {"port": port, "num_replicas": 1, **serving},
+        }
+    )
+
+
+def _prepare_model(home: Path) -> tuple[str, list[dict]]:
+    """Train and promote a demo model; returns the bundle folder and a request's records."""
+    import pyarrow.csv as pacsv
+
+    from raymlops import data, registry, runtime, train
+
+    cfg = _config(home, 8000)
+    source = home / "train.csv"
+    home.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(data.generate_demo_data(3000, seed=5), source)
+    with runtime.session(cfg, log_to_driver=False):
+        prepared = data.prepare(data.ingest(str(source), cfg), cfg)
+        version = registry.register(train.run(prepared, cfg), cfg).version
+    registry.promote(cfg, f"bench/{version}", reason="benchmark", force=True)
+    import mlflow
+
+    bundle = mlflow.artifacts.download_artifacts(
+        f"models:/bench/{version}/artifacts/bundle", dst_path=str(home / "b")
+    )
+    rows = data.generate_demo_data(RECORDS_PER_REQUEST, seed=9).to_pandas()
+    features = list(cfg.data.schema.feature_names)
+    return bundle, json.loads(rows[features].to_json(orient="records"))
+
+
+# --------------------------------------------------------------------------- load generation
+
+
+def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path) -> dict:
+    script = folder / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    threads = min(2, concurrency)
+    subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", "-d1s", "-s", str(script), url],
+        capture_output=True,
+        check=False,
+    )  # warm-up
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return _parse_wrk(done.stdout)
+
+
+def _parse_wrk(text: str) -> dict:
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "requests_per_s": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "p50_ms": latency_ms("50%"),
+        "p99_ms": latency_ms("99%"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def _measure(name: str, url: str, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+    rows = []
+    for concurrency in args.concurrency:
+        result = _wrk(url, body, concurrency, args.duration_s, folder)
+        result.update(variant=name, concurrency=concurrency)
+        rows.append(result)
+        print(
+            f"  {name:<18} c={concurrency:<3} {result['requests_per_s']:>8.1f} req/s  "
+            f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  non-2xx {result['non_2xx']}",
+            flush=True,
+        )
+    return rows
+
+
+def _wait_http(url: str, timeout_s: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+# --------------------------------------------------------------------------- variants
+
+BARE_APP = textwrap.dedent(
+    """
+    import json, os
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from pydantic import ValidationError
+    from raymlops.bundle import Predictor
+    from raymlops.serve._requests import problems, request_model
+    import pandas as pd
+
+    predictor = Predictor.from_folder(os.environ["BENCH_BUNDLE"])
+    model = request_model(predictor.schema)
+    columns = predictor.feature_names
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        raw = json.loads(await request.body())
+        try:
+            model.model_validate(raw)
+        except ValidationError as e:
+            return Response(json.dumps({"problems": problems(e)}), status_code=422)
+        out = predictor.predict_frame(pd.DataFrame.from_records(raw["records"], columns=columns))
+        body = {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
+        return Response(json.dumps(body), media_type="application/json")
+    """
+)
+
+
+def _bare_fastapi(bundle: str, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+    (folder / "bare_app.py").write_text(BARE_APP)
+    port = _free_port()
+    env = {**os.environ, "BENCH_BUNDLE": bundle, "PYTHONPATH": str(folder)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=folder,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        return _measure("bare-fastapi", f"http://127.0.0.1:{port}/predict", body, args, folder)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def _default_serve_app(bundle: str):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25})
+    @serve.ingress(api)
+    class Plain:
+        def __init__(self, folder: str) -> None:
+            from raymlops.bundle import Predictor
+            from raymlops.serve._requests import request_model
+
+            self.predictor = Predictor.from_folder(folder)
+            self.model = request_model(self.predictor.schema)
+
+        @api.post("/predict")
+        async def predict(self, request: Request) -> Response:
+            import pandas as pd
+
+            raw = json.loads(await request.body())
+            self.model.model_validate(raw)
+            frame = pd.DataFrame.from_records(raw["records"], columns=self.predictor.feature_names)
+            out = self.predictor.predict_frame(frame)
+            answer = {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
+            return Response(json.dumps(answer), media_type="application/json")
+
+        @api.get("/healthz")
+        async def healthz(self) -> dict:
+            return {"status": "ok"}
+
+    return Plain.bind(bundle)
+
+
+def _ray_variants(home: Path, bundle: str, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+    from ray import serve
+
+    from raymlops import runtime
+    from raymlops import serve as rserve
+
+    port = _free_port()
+    rows: list[dict] = []
+    base = _config(home, port)
+    with runtime.session(base, log_to_driver=False):
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
+        _wait_http(f"http://127.0.0.1:{port}/plain/healthz")
+        rows += _measure("ray-serve-default", f"http://127.0.0.1:{port}/plain/predict", body, args, folder)
+        serve.delete("plain")
+        for name, serving in (
+            ("raymlops", {}),
+            ("raymlops-nobatch", {"max_batch_size": 1}),
+            ("raymlops-nolog", {"inference_log": False}),
+        ):
+            endpoint = rserve.deploy(_config(home, port, **serving))
+            rows += _measure(name, f"{endpoint.url}/predict", body, args, folder)
+        serve.shutdown()
+    return rows
+
+
+def _haproxy_variant(home: Path, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+    """A fresh Ray whose Serve uses the HAProxy ingress (the env var must exist before Ray starts)."""
+    code = textwrap.dedent(
+        f"""
+        import json, os, sys
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import argparse
+        from pathlib import Path
+        from serve_throughput import _config, _free_port, _measure
+        from raymlops import runtime, serve as rserve
+        from ray import serve
+        args = argparse.Namespace(concurrency={args.concurrency!r}, duration_s={args.duration_s!r})
+        port = _free_port()
+        cfg = _config(Path({str(home)!r}), port)
+        with runtime.session(cfg, log_to_driver=False):
+            endpoint = rserve.deploy(cfg)
+            url = endpoint.url + "/predict"
+            rows = _measure("raymlops-haproxy", url, {body!r}, args, Path({str(folder)!r}))
+            serve.shutdown()
+        print("RESULT " + json.dumps(rows))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not found:
+        print(f"  raymlops-haproxy failed:\n{done.stderr[-2000:]}")
+        return []
+    for line in done.stdout.splitlines():
+        if line.startswith("  raymlops-haproxy"):
+            print(line)
+    return json.loads(found[-1][len("RESULT ") :])
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _table(rows: list[dict]) -> str:
+    base = {r["concurrency"]: r["requests_per_s"] for r in rows if r["variant"] == "bare-fastapi"}
+    lines = [
+        "| variant | concurrency | req/s | × bare FastAPI | p50 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["concurrency"], r["variant"])):
+        ratio = r["requests_per_s"] / base[r["concurrency"]] if base.get(r["concurrency"]) else float("nan")
+        lines.append(
+            f"| {r['variant']} | {r['concurrency']} | {r['requests_per_s']:,.0f} | {ratio:.2f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['non_2xx'] + r['socket_errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-haproxy)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed as the load generator: apt-get install wrk (or brew install wrk)")
+    os.environ.pop("RAY_ADDRESS", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        home = folder / "home"
+        os.environ["RAYMLOPS_HOME"] = str(home)
+        print("training the demo model to serve ...", flush=True)
+        bundle, records = _prepare_model(home)
+        body = json.dumps({"records": records})
+        rows: list[dict] = []
+        if "bare-fastapi" not in args.skip:
+            rows += _bare_fastapi(bundle, body, args, folder)
+        rows += _ray_variants(home, bundle, body, args, folder)
+        if "raymlops-haproxy" not in args.skip:
+            rows += _haproxy_variant(home, body, args, folder)
+    table = _table(rows)
+    print()
+    print(table)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "records_per_request": RECORDS_PER_REQUEST,
+                "duration_s": args.duration_s,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
