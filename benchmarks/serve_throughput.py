@@ -107,7 +107,16 @@ def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path)
         check=False,
     )  # warm-up
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{int(duration_s)}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -177,6 +186,8 @@ BARE_APP = textwrap.dedent(
     from raymlops.serve._requests import problems, request_model
     import pandas as pd
 
+    import torch
+    torch.set_num_threads(1)  # one process per core: torch's own threads would fight over the cores
     predictor = Predictor.from_folder(os.environ["BENCH_BUNDLE"])
     model = request_model(predictor.schema)
     columns = predictor.feature_names
@@ -193,7 +204,7 @@ BARE_APP = textwrap.dedent(
             model.model_validate(raw)
         except ValidationError as e:
             return Response(json.dumps({"problems": problems(e)}), status_code=422)
-        out = predictor.predict_frame(pd.DataFrame.from_records(raw["records"], columns=columns))
+        out = predictor.predict_frame(pd.DataFrame.from_records(raw["records"], columns=columns), checked=True)
         body = {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
         return Response(json.dumps(body), media_type="application/json")
     """
@@ -243,22 +254,28 @@ def _default_serve_app(bundle: str):
     @serve.ingress(api)
     class Plain:
         def __init__(self, folder: str) -> None:
+            import torch
+
             from raymlops.bundle import Predictor
             from raymlops.serve._requests import request_model
 
+            torch.set_num_threads(1)
             self.predictor = Predictor.from_folder(folder)
             self.model = request_model(self.predictor.schema)
 
-        @api.post("/predict")
         async def predict(self, request: Request) -> Response:
             import pandas as pd
 
             raw = json.loads(await request.body())
             self.model.model_validate(raw)
             frame = pd.DataFrame.from_records(raw["records"], columns=self.predictor.feature_names)
-            out = self.predictor.predict_frame(frame)
+            out = self.predictor.predict_frame(frame, checked=True)
             answer = {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
             return Response(json.dumps(answer), media_type="application/json")
+
+        # this module uses postponed annotations; FastAPI needs the real classes to see a Request
+        predict.__annotations__ = {"request": Request, "return": Response}
+        predict = api.post("/predict")(predict)
 
         @api.get("/healthz")
         async def healthz(self) -> dict:
@@ -350,7 +367,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--duration-s", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-haproxy)")
     args = parser.parse_args()
     if not shutil.which("wrk"):

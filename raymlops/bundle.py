@@ -13,6 +13,8 @@ keep it stable.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ WEIGHTS_FILE = "weights.pt"
 PROFILE_FILE = "profile.json"
 METRICS_FILE = "metrics.json"
 DATASET_VERSION_FILE = "dataset_version.json"
+ENV_SLOW_FEATURES = "RAYMLOPS_RAY_PREPROCESSING"  # set to 1 to use Ray's transform_batch when predicting
 
 
 def write_bundle(
@@ -55,12 +58,92 @@ def write_bundle(
     return folder
 
 
+_EPSILON = 1e-8  # Ray's scalers treat a smaller spread as 1
+
+
+def compile_features(preprocessor: Any) -> Callable[[pd.DataFrame], np.ndarray] | None:
+    """The fitted preprocessing chain as plain NumPy: raw frame → float32 feature matrix.
+
+    Ray's ``transform_batch`` converts pandas → Arrow → pandas at every step
+    (~10 ms for a 5-row request, most of a request's time when serving). This
+    reads the fitted statistics once and applies the same arithmetic in float64
+    before the same float32 cast, so the features are bit-identical
+    (``tests/unit/test_bundle_features.py``). Returns None for a chain with a
+    step it does not know; the caller then keeps Ray's path.
+    """
+    from ray.data.preprocessors import (
+        Chain,
+        Concatenator,
+        MinMaxScaler,
+        OneHotEncoder,
+        SimpleImputer,
+        StandardScaler,
+    )
+
+    steps = list(preprocessor.preprocessors) if isinstance(preprocessor, Chain) else [preprocessor]
+    if not steps or not isinstance(steps[-1], Concatenator) or os.environ.get(ENV_SLOW_FEATURES):
+        return None
+    fills: dict[str, Any] = {}
+    affine: dict[str, tuple[float, float]] = {}  # column -> (offset, scale): (x - offset) / scale
+    onehot: dict[str, dict[Any, int]] = {}
+    for step in steps[:-1]:
+        if isinstance(step, SimpleImputer) and step._strategy in ("mean", "most_frequent", "constant"):
+            for column in step._columns:
+                fills[column] = step._get_fill_value(column)
+        elif isinstance(step, StandardScaler):
+            for column in step._columns:
+                mean, std = step.stats_[f"mean({column})"], step.stats_[f"std({column})"]
+                affine[column] = (mean, std if std >= _EPSILON else 1.0)
+        elif isinstance(step, MinMaxScaler):
+            for column in step._columns:
+                low, high = step.stats_[f"min({column})"], step.stats_[f"max({column})"]
+                affine[column] = (low, (high - low) if high - low >= _EPSILON else 1.0)
+        elif isinstance(step, OneHotEncoder):
+            for column in step._columns:
+                onehot[column] = dict(step.stats_[f"unique_values({column})"])
+        else:
+            return None
+        if any(o != c for o, c in zip(step._output_columns, step._columns, strict=True)):
+            return None  # renamed outputs: keep Ray's path
+    concat = steps[-1]
+    if any(value is None for value, _ in affine.values()):
+        return None
+    columns = list(concat.columns)
+    widths = [len(onehot[c]) if c in onehot else 1 for c in columns]
+
+    def transform(frame: pd.DataFrame) -> np.ndarray:
+        out = np.zeros((len(frame), sum(widths)), dtype=np.float32)
+        at = 0
+        for column, width in zip(columns, widths, strict=True):
+            values = frame[column]
+            if column in fills:
+                values = values.fillna(fills[column])
+            if column in onehot:
+                lookup = onehot[column]
+                codes = np.fromiter(
+                    (lookup.get(v, -1) for v in values.tolist()), dtype=np.int64, count=len(values)
+                )
+                hit = np.flatnonzero(codes >= 0)
+                out[hit, at + codes[hit]] = 1.0
+            else:
+                x = values.to_numpy(dtype=np.float64, na_value=np.nan)
+                if column in affine:
+                    offset, scale = affine[column]
+                    x = (x - offset) / scale
+                out[:, at] = x.astype(np.float32)
+            at += width
+        return out
+
+    return transform
+
+
 class Predictor:
     """Raw feature rows → predictions; needs torch and pyarrow, not a running Ray."""
 
     def __init__(self, spec: dict[str, Any], preprocessor: Any, model: Any) -> None:
         self.spec = spec
         self.preprocessor = preprocessor
+        self._features = compile_features(preprocessor)
         self.model = model.eval()
         self.schema = SchemaConfig.model_validate(spec["schema"])
         self.rules = tuple(r for r in column_rules(self.schema, include_label=False) if r.role == "feature")
@@ -91,8 +174,12 @@ class Predictor:
     def feature_names(self) -> list[str]:
         return [r.name for r in self.rules]
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict_frame(self, frame: pd.DataFrame, *, checked: bool = False) -> pd.DataFrame:
         """Predict for a DataFrame of raw feature values (extra columns are ignored).
+
+        ``checked=True`` says the rows were already validated against this
+        schema (the endpoint's request model does it with the same rules), so
+        the Arrow validation pass is skipped when the NumPy feature path applies.
 
         Returns:
             ``prediction`` (a label value, or a number for regression) and, for
@@ -107,20 +194,28 @@ class Predictor:
         missing = [name for name in self.feature_names if name not in frame.columns]
         if missing:
             raise ValueError(f"missing feature column(s) {missing}; the model needs {self.feature_names}")
+        if checked and self._features is not None:
+            with torch.no_grad():
+                return self._postprocess(self.model(torch.from_numpy(self._features(frame))))
         table = pa.Table.from_pandas(frame[self.feature_names], preserve_index=False)
-        checked = validate_batch(table, self.rules)
-        errors = checked.column(ERRORS_COLUMN)
+        validated = validate_batch(table, self.rules)
+        errors = validated.column(ERRORS_COLUMN)
         if errors.null_count != len(errors):
             bad = [(i, e) for i, e in enumerate(errors.to_pylist()) if e]
             shown = "; ".join(f"row {i}: {', '.join(e)}" for i, e in bad[:5])
             raise ValueError(f"{len(bad)} row(s) break the schema ({shown}); rules are rule:column")
-        clean = checked.drop_columns([ERRORS_COLUMN, RAW_COLUMN]).to_pandas()
-        features = np.stack(self.preprocessor.transform_batch(clean)["features"].to_numpy()).astype(
-            np.float32
-        )
+        clean = validated.drop_columns([ERRORS_COLUMN, RAW_COLUMN]).to_pandas()
+        features = self.features(clean)
         with torch.no_grad():
             out = self.model(torch.from_numpy(features))
         return self._postprocess(out)
+
+    def features(self, clean: pd.DataFrame) -> np.ndarray:
+        """Schema-clean rows → the model's float32 input matrix (the fitted preprocessing)."""
+        if self._features is not None:
+            return self._features(clean)
+        transformed = self.preprocessor.transform_batch(clean)["features"].to_numpy()
+        return np.stack(transformed).astype(np.float32)
 
     def _postprocess(self, out: Any) -> pd.DataFrame:
         import torch

@@ -377,6 +377,7 @@ class ServingConfig(_Section):
     batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.005
     max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
     unknown_category: Literal["reject", "allow"] = "reject"
+    ingress: Literal["haproxy", "python"] = "haproxy"  # Ray Serve's HTTP ingress on an embedded Ray
     auth_token_env: str | None = None  # name of the env var holding the bearer token
     access_log: bool = False
     max_request_bytes: Annotated[int, Field(ge=1024)] = 4_000_000  # larger bodies → 413

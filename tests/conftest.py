@@ -39,12 +39,21 @@ def make_config(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local Ray for every integration test: 4 logical CPUs on 2 cores, no dashboard.
 
+    Serve gets the same HAProxy ingress as ``runtime.start`` gives an embedded head.
     ``ray.shutdown()`` stops exactly the GCS, raylet and workers this process started.
     """
+    import os
+
     import ray
+
+    from raymlops.runtime import serve_ingress_env
+
+    home = tmp_path_factory.mktemp("ray-session") / "home"
+    for key, value in serve_ingress_env(parse_config(demo_raw_config(home))).items():
+        os.environ.setdefault(key, value)
 
     ray.init(num_cpus=4, include_dashboard=False, namespace="raymlops-tests", logging_level="WARNING")
     from raymlops.runtime import _configure_ray_data

@@ -28,7 +28,6 @@ import uuid
 import zlib
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -39,13 +38,15 @@ from ray.serve import metrics
 from raymlops import registry
 from raymlops.config import ProjectConfig
 from raymlops.serve._log import (
-    RECORD_INDEX,
-    REQUEST_ID,
-    TS,
     BufferedLog,
+    Feedback,
+    Prediction,
     delta_sink,
     feedback_schema,
+    feedback_table,
     inference_log_schema,
+    now_us,
+    prediction_table,
 )
 from raymlops.serve._options import deployment_options
 from raymlops.serve._requests import feedback_model, problems, request_model
@@ -102,6 +103,11 @@ class Server:
     """The replica's logic; the Serve deployment class below only routes HTTP to it."""
 
     def __init__(self, config: ProjectConfig) -> None:
+        import torch
+
+        # Replicas hold a fraction of a CPU and requests arrive batched: torch's own thread
+        # pool would only contend with the other replicas and the proxy for the same cores.
+        torch.set_num_threads(1)
         self.config = config
         self.serving = config.serving
         self.task = config.model.task
@@ -119,19 +125,23 @@ class Server:
         self.num_batched_requests = 0
         self.max_batch_size_seen = 0
         self._metrics = _Metrics(config.name)
-        self.log = (
+        log_schema = inference_log_schema(config)
+        self.log: BufferedLog[Prediction] | None = (
             BufferedLog(
                 delta_sink(config.inference_log_uri),
-                inference_log_schema(config),
+                lambda entries: prediction_table(entries, log_schema),
+                lambda entry: len(entry.records),
                 flush_interval_s=self.serving.log_flush_interval_s,
                 max_buffer_rows=self.serving.log_max_buffer_rows,
             )
             if self.serving.inference_log
             else None
         )
-        self.feedback = BufferedLog(
+        labels_schema = feedback_schema(config)
+        self.feedback: BufferedLog[Feedback] = BufferedLog(
             delta_sink(config.feedback_uri),
-            feedback_schema(config),
+            lambda entries: feedback_table(entries, labels_schema),
+            lambda entry: len(entry.labels),
             flush_interval_s=self.serving.log_flush_interval_s,
             max_buffer_rows=self.serving.log_max_buffer_rows,
             name="feedback-log",
@@ -277,7 +287,19 @@ class Server:
         assert answer.output is not None
         body = self._body(request_id, answer)
         if self.log is not None:
-            self.log.append(self._log_rows(request_id, frame, answer))
+            self.log.append(
+                Prediction(
+                    request_id,
+                    now_us(),
+                    raw["records"],
+                    answer.version,
+                    answer.route,
+                    body["predictions"],
+                    body.get("probabilities") if self.task == "binary" else None,
+                    answer.shadow_version,
+                    answer.shadow_output["prediction"].tolist() if answer.shadow_output is not None else None,
+                )
+            )
         self._metrics.observe(answer, len(frame), (time.perf_counter() - start) * 1000)
         return _json(200, body, headers={"x-request-id": request_id})
 
@@ -308,8 +330,9 @@ class Server:
         frames = [item.frame for item in items]
         big = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         try:
-            output = loaded.predictor.predict_frame(big)
-            shadow_output = shadow.predictor.predict_frame(big) if shadow else None
+            # the request model already applied the schema's rules to every record
+            output = loaded.predictor.predict_frame(big, checked=True)
+            shadow_output = shadow.predictor.predict_frame(big, checked=True) if shadow else None
         except ValueError:
             if len(items) == 1:
                 raise
@@ -356,25 +379,6 @@ class Server:
             ]
         return body
 
-    def _log_rows(self, request_id: str, frame: pd.DataFrame, answer: _Answer) -> pd.DataFrame:
-        assert answer.output is not None
-        rows = frame.copy()
-        n = len(rows)
-        rows.insert(0, REQUEST_ID, request_id)
-        rows.insert(1, RECORD_INDEX, np.arange(n, dtype=np.int32))
-        rows.insert(2, TS, pd.Timestamp.now(tz="UTC"))
-        rows["model_version"] = answer.version
-        rows["route"] = answer.route
-        rows["prediction"] = answer.output["prediction"].to_numpy()
-        rows["probability"] = (
-            answer.output["probability"].to_numpy() if "probability" in answer.output else None
-        )
-        rows["shadow_version"] = answer.shadow_version
-        rows["shadow_prediction"] = (
-            answer.shadow_output["prediction"].to_numpy() if answer.shadow_output is not None else None
-        )
-        return rows
-
     async def feedback_endpoint(self, request: Request) -> Response:
         denied = self.authorize(request)
         if denied is not None:
@@ -392,15 +396,7 @@ class Server:
                 413, "too_large", "labels", f"at most {self.serving.max_rows_per_request} labels"
             )
         request_id: str = parsed.request_id  # type: ignore[attr-defined]
-        rows = pd.DataFrame(
-            {
-                REQUEST_ID: request_id,
-                RECORD_INDEX: np.arange(len(labels), dtype=np.int32),
-                TS: pd.Timestamp.now(tz="UTC"),
-                "label": labels,
-            }
-        )
-        self.feedback.append(rows)
+        self.feedback.append(Feedback(request_id, now_us(), labels))
         return _json(200, {"request_id": request_id, "num_labels": len(labels)})
 
     def model_info(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The inference log and feedback tables, fed from the request path without blocking it.
 
-A replica appends one small pandas frame per request to an in-memory buffer
-(microseconds, under a lock); a background thread turns everything buffered
+A replica appends one tuple of plain values per request to an in-memory buffer
+(a list append under a lock); a background thread turns everything buffered
 into one Arrow table every ``log_flush_interval_s`` and appends it to a Delta
 table in one commit. A failed write keeps the rows and retries at the next
 flush; past ``log_max_buffer_rows`` the oldest rows are dropped and counted,
@@ -14,7 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, TypeVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -74,23 +76,93 @@ def delta_sink(table_uri: str) -> Callable[[pa.Table], None]:
     return write
 
 
-class BufferedLog:
-    """Rows in, Delta commits out, on a background thread."""
+class Prediction(NamedTuple):
+    """What the request path hands over: plain Python values, no pandas work per request."""
+
+    request_id: str
+    ts_us: int  # microseconds since the epoch, UTC
+    records: list[dict[str, Any]]
+    model_version: int
+    route: str
+    predictions: list[Any]
+    probabilities: list[float] | None
+    shadow_version: int | None
+    shadow_predictions: list[Any] | None
+
+
+class Feedback(NamedTuple):
+    request_id: str
+    ts_us: int
+    labels: list[Any]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
+    """Many requests' predictions → one Arrow table of the inference-log schema (on the flush thread)."""
+    counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
+    record_columns = [f.name for f in schema][3:-6]
+    frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns)
+    frame.insert(0, REQUEST_ID, np.repeat(np.array([e.request_id for e in entries], dtype=object), counts))
+    frame.insert(1, RECORD_INDEX, np.concatenate([np.arange(c, dtype=np.int32) for c in counts]))
+    ts = np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), counts)
+    frame.insert(2, TS, pd.DatetimeIndex(ts).tz_localize("UTC"))
+    frame["model_version"] = np.repeat([e.model_version for e in entries], counts)
+    frame["route"] = np.repeat(np.array([e.route for e in entries], dtype=object), counts)
+    frame["prediction"] = [p for e in entries for p in e.predictions]
+    frame["probability"] = [
+        p
+        for e in entries
+        for p in (e.probabilities if e.probabilities is not None else [None] * len(e.records))
+    ]
+    frame["shadow_version"] = pd.array(
+        np.repeat([e.shadow_version for e in entries], counts).tolist(), dtype="Int64"
+    )
+    frame["shadow_prediction"] = [
+        p
+        for e in entries
+        for p in (e.shadow_predictions if e.shadow_predictions is not None else [None] * len(e.records))
+    ]
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def feedback_table(entries: list[Feedback], schema: pa.Schema) -> pa.Table:
+    counts = [len(e.labels) for e in entries]
+    return pa.table(
+        {
+            REQUEST_ID: [e.request_id for e, c in zip(entries, counts, strict=True) for _ in range(c)],
+            RECORD_INDEX: [i for c in counts for i in range(c)],
+            TS: [e.ts_us for e, c in zip(entries, counts, strict=True) for _ in range(c)],
+            "label": [label for e in entries for label in e.labels],
+        },
+        schema=pa.schema([f.with_type(pa.int64()) if f.name == TS else f for f in schema]),
+    ).cast(schema)
+
+
+Entry = TypeVar("Entry", Prediction, Feedback)
+
+
+class BufferedLog(Generic[Entry]):
+    """Entries in, Delta commits out, on a background thread."""
 
     def __init__(
         self,
         sink: Callable[[pa.Table], None],
-        schema: pa.Schema,
+        build: Callable[[list[Entry]], pa.Table],
+        size: Callable[[Entry], int],
         *,
         flush_interval_s: float = 1.0,
         max_buffer_rows: int = 100_000,
         name: str = "inference-log",
     ) -> None:
         self._sink = sink
-        self._schema = schema
+        self._build: Callable[[list[Entry]], pa.Table] = build
+        self._size: Callable[[Entry], int] = size
         self._interval_s = flush_interval_s
         self._max_rows = max_buffer_rows
-        self._chunks: list[pd.DataFrame] = []
+        self._entries: list[Entry] = []
         self._num_buffered = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -102,44 +174,41 @@ class BufferedLog:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def append(self, frame: pd.DataFrame) -> None:
-        """Hand rows over; never blocks on I/O."""
+    def append(self, entry: Entry) -> None:
+        """Hand an entry over; never blocks on I/O."""
         with self._lock:
-            self._chunks.append(frame)
-            self._num_buffered += len(frame)
-            while self._num_buffered > self._max_rows and len(self._chunks) > 1:
-                dropped = self._chunks.pop(0)
-                self._num_buffered -= len(dropped)
-                self.num_dropped += len(dropped)
+            self._entries.append(entry)
+            self._num_buffered += self._size(entry)
+            while self._num_buffered > self._max_rows and len(self._entries) > 1:
+                dropped = self._entries.pop(0)
+                self._num_buffered -= self._size(dropped)
+                self.num_dropped += self._size(dropped)
 
     @property
     def num_buffered(self) -> int:
         return self._num_buffered
 
     def flush(self) -> int:
-        """Write everything buffered now; returns the rows written (0 on failure, rows kept)."""
+        """Write everything buffered now; returns the rows written (0 on failure, entries kept)."""
         with self._flush_lock:
             with self._lock:
-                chunks, self._chunks = self._chunks, []
-                self._num_buffered = 0
-            if not chunks:
+                entries, self._entries = self._entries, []
+                num_rows, self._num_buffered = self._num_buffered, 0
+            if not entries:
                 return 0
             try:
-                frame = pd.concat(chunks, ignore_index=True)
-                table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+                table = self._build(entries)
                 self._sink(table)
-            except Exception as e:  # keep the rows; the next flush retries
+            except Exception as e:  # keep the entries; the next flush retries
                 self.num_failed_flushes += 1
                 self.last_error = f"{type(e).__name__}: {e}"
-                _LOG.warning(
-                    "inference log flush failed (%s); %d rows kept for retry", self.last_error, len(frame)
-                )
+                _LOG.warning("log flush failed (%s); %d rows kept for retry", self.last_error, num_rows)
                 with self._lock:
-                    self._chunks[:0] = chunks
-                    self._num_buffered += sum(len(c) for c in chunks)
+                    self._entries[:0] = entries
+                    self._num_buffered += num_rows
                 return 0
-            self.num_written += len(table)
-            return len(table)
+            self.num_written += table.num_rows
+            return table.num_rows
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread after a last flush."""
