@@ -11,11 +11,14 @@ Variants:
                      would otherwise write; the baseline of every ratio
   ray-serve-default  a plain @serve.deployment + FastAPI ingress with Ray's defaults
                      (max_ongoing_requests=5, no batching, Python proxy)
-  raymlops           the raymlops endpoint as configured by default (batching, inference log)
+  raymlops-python    the raymlops endpoint behind Serve's Python proxy (serving.ingress: python)
+  raymlops           the raymlops endpoint as configured by default: HAProxy ingress,
+                     batching, inference log
   raymlops-nobatch   the same with max_batch_size 1
   raymlops-nolog     the same with the inference log off (the logging overhead)
-  raymlops-haproxy   the default endpoint behind Ray Serve's HAProxy ingress
-                     (RAY_SERVE_ENABLE_HA_PROXY=1, a fresh Ray session)
+
+Each ingress needs its own Ray session (Serve reads it from the environment when
+Ray starts), so there are two: Python proxy first, then HAProxy.
 
     python benchmarks/serve_throughput.py                 # ~5 min on 2 cores
     python benchmarks/serve_throughput.py --duration-s 10 --concurrency 32
@@ -72,7 +75,7 @@ def _prepare_model(home: Path) -> tuple[str, list[dict]]:
 
     from raymlops import data, registry, runtime, train
 
-    cfg = _config(home, 8000)
+    cfg = _config(home, 8000, ingress="python")
     source = home / "train.csv"
     home.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(data.generate_demo_data(3000, seed=5), source)
@@ -204,7 +207,8 @@ BARE_APP = textwrap.dedent(
             model.model_validate(raw)
         except ValidationError as e:
             return Response(json.dumps({"problems": problems(e)}), status_code=422)
-        out = predictor.predict_frame(pd.DataFrame.from_records(raw["records"], columns=columns), checked=True)
+        frame = pd.DataFrame.from_records(raw["records"], columns=columns)
+        out = predictor.predict_frame(frame, checked=True)
         body = {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
         return Response(json.dumps(body), media_type="application/json")
     """
@@ -274,7 +278,7 @@ def _default_serve_app(bundle: str):
             return Response(json.dumps(answer), media_type="application/json")
 
         # this module uses postponed annotations; FastAPI needs the real classes to see a Request
-        predict.__annotations__ = {"request": Request, "return": Response}
+        predict.__annotations__ = {"request": Request, "return": Response}  # noqa: RUF012
         predict = api.post("/predict")(predict)
 
         @api.get("/healthz")
@@ -284,64 +288,40 @@ def _default_serve_app(bundle: str):
     return Plain.bind(bundle)
 
 
-def _ray_variants(home: Path, bundle: str, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+def _ray_session(
+    ingress: str,
+    variants: list[tuple[str, dict]],
+    home: Path,
+    bundle: str,
+    body: str,
+    args: argparse.Namespace,
+    folder: Path,
+) -> list[dict]:
+    """One fresh local Ray with the given Serve ingress, measuring each variant in turn."""
     from ray import serve
 
     from raymlops import runtime
     from raymlops import serve as rserve
 
+    for key in [k for k in os.environ if k.startswith("RAY_SERVE_") and ("HA_PROXY" in k or "HAPROXY" in k)]:
+        del os.environ[key]  # a previous session's ingress must not leak into this one
     port = _free_port()
     rows: list[dict] = []
-    base = _config(home, port)
+    base = _config(home, port, ingress=ingress)
     with runtime.session(base, log_to_driver=False):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
-        _wait_http(f"http://127.0.0.1:{port}/plain/healthz")
-        rows += _measure("ray-serve-default", f"http://127.0.0.1:{port}/plain/predict", body, args, folder)
-        serve.delete("plain")
-        for name, serving in (
-            ("raymlops", {}),
-            ("raymlops-nobatch", {"max_batch_size": 1}),
-            ("raymlops-nolog", {"inference_log": False}),
-        ):
-            endpoint = rserve.deploy(_config(home, port, **serving))
+        for name, serving in variants:
+            if name == "ray-serve-default":
+                serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
+                _wait_http(f"http://127.0.0.1:{port}/plain/healthz")
+                rows += _measure(name, f"http://127.0.0.1:{port}/plain/predict", body, args, folder)
+                serve.delete("plain")
+                continue
+            endpoint = rserve.deploy(_config(home, port, ingress=ingress, **serving))
             rows += _measure(name, f"{endpoint.url}/predict", body, args, folder)
+            rserve.shutdown(base)
         serve.shutdown()
     return rows
-
-
-def _haproxy_variant(home: Path, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
-    """A fresh Ray whose Serve uses the HAProxy ingress (the env var must exist before Ray starts)."""
-    code = textwrap.dedent(
-        f"""
-        import json, os, sys
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import argparse
-        from pathlib import Path
-        from serve_throughput import _config, _free_port, _measure
-        from raymlops import runtime, serve as rserve
-        from ray import serve
-        args = argparse.Namespace(concurrency={args.concurrency!r}, duration_s={args.duration_s!r})
-        port = _free_port()
-        cfg = _config(Path({str(home)!r}), port)
-        with runtime.session(cfg, log_to_driver=False):
-            endpoint = rserve.deploy(cfg)
-            url = endpoint.url + "/predict"
-            rows = _measure("raymlops-haproxy", url, {body!r}, args, Path({str(folder)!r}))
-            serve.shutdown()
-        print("RESULT " + json.dumps(rows))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not found:
-        print(f"  raymlops-haproxy failed:\n{done.stderr[-2000:]}")
-        return []
-    for line in done.stdout.splitlines():
-        if line.startswith("  raymlops-haproxy"):
-            print(line)
-    return json.loads(found[-1][len("RESULT ") :])
 
 
 # --------------------------------------------------------------------------- report
@@ -368,7 +348,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--duration-s", type=int, default=5)
-    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-haproxy)")
+    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-nobatch)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed as the load generator: apt-get install wrk (or brew install wrk)")
@@ -383,9 +363,16 @@ def main() -> None:
         rows: list[dict] = []
         if "bare-fastapi" not in args.skip:
             rows += _bare_fastapi(bundle, body, args, folder)
-        rows += _ray_variants(home, bundle, body, args, folder)
-        if "raymlops-haproxy" not in args.skip:
-            rows += _haproxy_variant(home, body, args, folder)
+        python = [("ray-serve-default", {}), ("raymlops-python", {})]
+        haproxy = [
+            ("raymlops", {}),
+            ("raymlops-nobatch", {"max_batch_size": 1}),
+            ("raymlops-nolog", {"inference_log": False}),
+        ]
+        for ingress, variants in (("python", python), ("haproxy", haproxy)):
+            chosen = [(name, serving) for name, serving in variants if name not in args.skip]
+            if chosen:
+                rows += _ray_session(ingress, chosen, home, bundle, body, args, folder)
     table = _table(rows)
     print()
     print(table)

@@ -563,8 +563,12 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def build(config: ProjectConfig) -> Any:
-    """The Serve application (``serve.run`` target) for a project config."""
+def build(config: ProjectConfig, *, user_config: dict[str, Any] | None = None) -> Any:
+    """The Serve application (``serve.run`` target) for a project config.
+
+    ``user_config`` pins the served versions and weights (see ``Server.reconfigure``);
+    by default the replicas follow the registry.
+    """
     api = FastAPI(
         title=f"raymlops: {config.name}",
         description="Predictions from the registry's champion; see the raymlops README for the API.",
@@ -573,6 +577,8 @@ def build(config: ProjectConfig) -> Any:
     )
 
     options = deployment_options(config)
+    if user_config is not None:
+        options["user_config"] = user_config
     token_env = config.serving.auth_token_env
     if token_env and os.environ.get(token_env):
         # forward the token to the replicas (a cluster can set the variable on its nodes instead)

@@ -355,3 +355,48 @@ def test_no_champion_gives_503_and_a_token_is_required_when_configured(endpoint,
         assert response.status_code == 503 and "no champion" in response.json()["detail"]
     finally:
         rserve.shutdown(empty)
+
+
+def test_cli_canary_shadow_and_status_drive_the_running_endpoint(endpoint, tmp_path, capsys):
+    import yaml
+
+    from raymlops.cli import main
+
+    cfg, ep, _, good, poor = endpoint
+    path = tmp_path / "serving.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True)))
+    assert main(["canary", f"serving/{poor}", "--weight", "0.2", "--config", str(path)]) == 0
+    assert "gets 20% of requests" in capsys.readouterr().out
+    _wait_for(lambda: _everywhere(ep, lambda m: m["canary_weight"] == 0.2), what="the CLI canary")
+    assert main(["serve", "status", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"champion    version {good}" in out and "canary weight 0.20" in out
+    assert main(["shadow", f"serving/{poor}", "--config", str(path)]) == 0
+    _wait_for(
+        lambda: _everywhere(ep, lambda m: m["shadow"] and m["canary_weight"] == 0.0), what="the CLI shadow"
+    )
+    assert main(["shadow", "serving", "--end", "--config", str(path)]) == 0
+    _wait_for(lambda: _everywhere(ep, lambda m: m["challenger"] is None), what="the end of the shadow")
+    actions = [m.action for m in registry.history(cfg, "serving") if m.alias == "challenger"]
+    assert actions[-3:] == ["canary", "shadow", "end-rollout"]
+    assert (
+        main(["canary", f"serving/{good}", "--config", str(path)]) == 2
+    )  # the champion cannot be its own canary
+    assert "is the champion" in capsys.readouterr().err
+
+
+def test_user_config_pins_versions_until_it_is_cleared(endpoint):
+    from ray import serve
+
+    from raymlops.serve._app import build
+
+    cfg, ep, holdout, good, poor = endpoint
+    pinned = build(cfg, user_config={"champion_version": poor})
+    serve.run(pinned, name="serving", route_prefix=cfg.serving.route_prefix)
+    _wait_for(lambda: _everywhere(ep, lambda m: m["champion"]["version"] == poor and m["pinned"]), what="pin")
+    body = requests.post(f"{ep.url}/predict", json={"records": _records(holdout, 1)}, timeout=30).json()
+    assert body["model_version"] == str(poor)
+    serve.run(build(cfg, user_config={}), name="serving", route_prefix=cfg.serving.route_prefix)
+    _wait_for(
+        lambda: _everywhere(ep, lambda m: m["champion"]["version"] == good and not m["pinned"]), what="unpin"
+    )
