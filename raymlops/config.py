@@ -28,6 +28,7 @@ __all__ = [
     "DataConfig",
     "FeatureSpec",
     "CLASSIFICATION_METRICS",
+    "DRIFT_TESTS",
     "GateConfig",
     "LabelSpec",
     "LOWER_IS_BETTER",
@@ -317,6 +318,9 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "rmse", "mae"})
 
 
+DRIFT_TESTS = {"numeric": ("psi", "ks", "wasserstein"), "categorical": ("chi2", "jensen_shannon")}
+
+
 def metrics_for(task: str) -> tuple[str, ...]:
     """The holdout metrics raymlops computes for a ``model.task``."""
     return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
@@ -463,6 +467,20 @@ class ProjectConfig(_Section):
                     f"{name!r} is not a feature; features: {', '.join(schema.feature_names)}",
                 )
         self._check_gate_metrics()
+        kinds = {f.name: f.kind for f in schema.features}
+        for feature, test in self.monitoring.tests.items():
+            if feature not in kinds:
+                raise _FieldProblem(
+                    f"monitoring.tests.{feature}",
+                    f"{feature!r} is not a feature; features: {', '.join(schema.feature_names)}",
+                )
+            allowed_tests = DRIFT_TESTS[kinds[feature]]
+            if test not in allowed_tests:
+                raise _FieldProblem(
+                    f"monitoring.tests.{feature}",
+                    f"{test!r} is not a drift test for a {kinds[feature]} feature; choose one of "
+                    f"{', '.join(allowed_tests)}" + _suggest(test, allowed_tests),
+                )
         for name in self.gate.slice_floors:
             if name not in schema.slice_columns:
                 raise _FieldProblem(

@@ -55,7 +55,19 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     for key, value in serve_ingress_env(parse_config(demo_raw_config(home))).items():
         os.environ.setdefault(key, value)
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="raymlops-tests", logging_level="WARNING")
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        metrics_port = free.getsockname()[1]
+    os.environ["RAYMLOPS_TEST_METRICS_PORT"] = str(metrics_port)  # tests scrape Prometheus text here
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="raymlops-tests",
+        logging_level="WARNING",
+        _metrics_export_port=metrics_port,
+    )
     from raymlops.runtime import _configure_ray_data
 
     _configure_ray_data()

@@ -400,3 +400,42 @@ def test_user_config_pins_versions_until_it_is_cleared(endpoint):
     _wait_for(
         lambda: _everywhere(ep, lambda m: m["champion"]["version"] == good and not m["pinned"]), what="unpin"
     )
+
+
+def test_prometheus_metrics_count_predictions_batches_and_rejections(endpoint):
+    import os
+    import re
+
+    _, ep, holdout, good, _ = endpoint
+    records = _records(holdout, 3)
+    with cf.ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda _: requests.post(f"{ep.url}/predict", json={"records": records}, timeout=60),
+                range(200),
+            )
+        )
+    requests.post(f"{ep.url}/predict", json={"records": [{**GOOD, "age": 3}]}, timeout=30)
+    url = f"http://127.0.0.1:{os.environ['RAYMLOPS_TEST_METRICS_PORT']}/metrics"
+
+    def scraped() -> str:
+        text = requests.get(url, timeout=10).text
+        wanted = ("ray_raymlops_predictions_total", "ray_raymlops_batch_size_bucket", "ray_raymlops_rejected")
+        return text if all(name in text for name in wanted) else ""
+
+    _wait_for(lambda: bool(scraped()), timeout_s=60, what="raymlops metrics on the metrics port")
+    text = scraped()
+    predicted = _samples(text, "ray_raymlops_predictions_total", f'model_version="{good}"')
+    assert sum(predicted) >= 600  # rows, by model version
+    assert re.search(r'ray_raymlops_rejected_requests_total\{[^}]*reason="invalid"', text)
+    # some model calls carried more than one request: the batch-size histogram has mass above 1
+    ones = sum(_samples(text, "ray_raymlops_batch_size_bucket", 'le="1.0"'))
+    assert sum(_samples(text, "ray_raymlops_batch_size_count")) > ones
+
+
+def _samples(text: str, name: str, containing: str = "") -> list[float]:
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and containing in line
+    ]

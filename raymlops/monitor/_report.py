@@ -1,0 +1,236 @@
+"""A window of live rows against the training reference: the drift report, and when to retrain.
+
+``Reference`` prepares the reference profile once per model version (sorted
+samples, frequency tables, the test chosen per feature). ``drift_report`` then
+costs one pass per feature over the window. ``DriftPolicy`` turns reports into
+retrain triggers: a verdict needs ``min_window_size`` rows, a window drifts when
+the share of drifted features reaches ``drift_share`` or a critical feature
+drifts, p-value tests are corrected for the number of features, a trigger needs
+``consecutive_windows`` drifted windows in a row, and none comes within
+``cooldown_s`` of the last retrain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raymlops.config import MonitoringConfig
+from raymlops.data._profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from raymlops.monitor._stats import (
+    chi2,
+    corrected,
+    default_test,
+    frequency_table,
+    get_test,
+    jensen_shannon,
+    ks,
+    normalised_wasserstein,
+    psi,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's test in one window."""
+
+    feature: str
+    kind: str  # numeric | categorical
+    test: str
+    statistic: float
+    p_value: float | None  # corrected for the number of p-value tests in the window
+    threshold: float
+    drifted: bool
+    critical: bool
+    num_values: int  # non-null values in the window
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftReport:
+    """Every feature's verdict in one window, and the window's."""
+
+    num_rows: int
+    features: tuple[FeatureDrift, ...]
+    drift_share: float  # drifted features / tested features
+    drifted: bool
+    reason: str
+    enough_rows: bool
+    window_start: str | None = None  # ISO 8601 of the first and last row, when known
+    window_end: str | None = None
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return tuple(f.feature for f in self.features if f.drifted)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = dataclasses.asdict(self)
+        for feature in body["features"]:
+            for key in ("statistic", "p_value"):
+                value = feature[key]
+                if isinstance(value, float) and not math.isfinite(value):
+                    feature[key] = None
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
+class _NumericRef:
+    profile: NumericProfile
+    sorted_sample: np.ndarray
+    test: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _CategoricalRef:
+    profile: CategoricalProfile
+    counts: dict[str, int]
+    test: str
+
+
+class Reference:
+    """The reference profile prepared for fast windows (once per model version)."""
+
+    def __init__(self, profile: ReferenceProfile, monitoring: MonitoringConfig, features: tuple[str, ...]):
+        self.monitoring = monitoring
+        self.critical = set(monitoring.critical_features)
+        self.numeric: dict[str, _NumericRef] = {}
+        self.categorical: dict[str, _CategoricalRef] = {}
+        for name in features:
+            column = profile.column(name)
+            if isinstance(column, NumericProfile):
+                test = get_test(
+                    monitoring.tests.get(name) or default_test("numeric", profile.num_rows), "numeric"
+                )
+                sample = np.sort(np.asarray(column.sample, dtype=np.float64))
+                self.numeric[name] = _NumericRef(column, sample, test.name)
+            else:
+                test = get_test(
+                    monitoring.tests.get(name) or default_test("categorical", profile.num_rows), "categorical"
+                )
+                self.categorical[name] = _CategoricalRef(column, dict(column.frequencies), test.name)
+
+
+def drift_report(
+    reference: Reference, window: pd.DataFrame, *, time_column: str | None = None
+) -> DriftReport:
+    """Test every feature of ``window`` against the reference and judge the window."""
+    monitoring = reference.monitoring
+    num_rows = len(window)
+    span = _span(window, time_column)
+    if num_rows < monitoring.min_window_size:
+        return DriftReport(
+            num_rows,
+            (),
+            0.0,
+            False,
+            f"{num_rows} rows < monitoring.min_window_size {monitoring.min_window_size}: no verdict yet",
+            False,
+            *span,
+        )
+    raw: list[tuple[str, str, str, float, float | None]] = []  # feature, kind, test, statistic, p
+    for name, ref in reference.numeric.items():
+        values = window[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        if ref.test == "psi":
+            raw.append((name, "numeric", "psi", psi(ref.profile.bin_edges, ref.profile.counts, values), None))
+        elif ref.test == "ks":
+            statistic, p_value = ks(ref.sorted_sample, values)
+            raw.append((name, "numeric", "ks", statistic, p_value))
+        else:
+            distance = normalised_wasserstein(ref.sorted_sample, values, ref.profile.std)
+            raw.append((name, "numeric", "wasserstein", distance, None))
+    for name, cref in reference.categorical.items():
+        _, ref_counts, cur_counts = frequency_table(cref.counts, window[name].tolist())
+        if cref.test == "chi2":
+            statistic, p_value = chi2(ref_counts, cur_counts)
+            raw.append((name, "categorical", "chi2", statistic, p_value))
+        else:
+            raw.append((name, "categorical", "jensen_shannon", jensen_shannon(ref_counts, cur_counts), None))
+    p_values = [p if p is not None else math.nan for *_, p in raw]
+    adjusted = corrected(p_values, monitoring.correction)
+    features = []
+    for (name, kind, test_name, statistic, raw_p), p_adj in zip(raw, adjusted, strict=True):
+        test = get_test(test_name)
+        if test.uses_p_value:
+            threshold = monitoring.p_value_threshold
+            drifted = raw_p is not None and math.isfinite(p_adj) and p_adj < threshold
+        else:
+            threshold = test.threshold
+            drifted = math.isfinite(statistic) and statistic >= threshold
+        features.append(
+            FeatureDrift(
+                name,
+                kind,
+                test_name,
+                statistic,
+                p_adj if raw_p is not None else None,
+                threshold,
+                drifted,
+                name in reference.critical,
+                int(window[name].notna().sum()),
+            )
+        )
+    tested = [f for f in features if math.isfinite(f.statistic)]
+    share = sum(f.drifted for f in tested) / len(tested) if tested else 0.0
+    critical = [f.feature for f in features if f.drifted and f.critical]
+    drifted = share >= monitoring.drift_share or bool(critical)
+    if critical:
+        reason = f"critical feature(s) drifted: {', '.join(critical)}"
+    else:
+        reason = (
+            f"{sum(f.drifted for f in tested)} of {len(tested)} features drifted (share {share:.2f}, "
+            f"threshold {monitoring.drift_share:.2f})"
+        )
+    return DriftReport(num_rows, tuple(features), share, drifted, reason, True, *span)
+
+
+def _span(window: pd.DataFrame, time_column: str | None) -> tuple[str | None, str | None]:
+    if not time_column or time_column not in window.columns or window.empty:
+        return None, None
+    times = window[time_column].dropna()
+    if times.empty:
+        return None, None
+    return str(times.min().isoformat()), str(times.max().isoformat())
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    retrain: bool
+    reason: str
+    streak: int  # drifted windows in a row, this one included
+
+
+@dataclasses.dataclass
+class DriftPolicy:
+    """Drifted windows in a row → a retrain trigger, never within the cooldown of the last retrain.
+
+    Plain data, so the monitoring actor can persist and restore it as it is.
+    """
+
+    consecutive_windows: int
+    cooldown_s: float
+    streak: int = 0
+    last_retrain_s: float | None = None
+
+    def observe(self, report: DriftReport, now_s: float) -> Decision:
+        if not report.enough_rows:
+            return Decision(
+                False, report.reason, self.streak
+            )  # no verdict: the streak neither grows nor breaks
+        self.streak = self.streak + 1 if report.drifted else 0
+        if not report.drifted:
+            return Decision(False, "no drift", 0)
+        if self.streak < self.consecutive_windows:
+            return Decision(
+                False, f"drifted window {self.streak} of {self.consecutive_windows} needed", self.streak
+            )
+        if self.last_retrain_s is not None and now_s - self.last_retrain_s < self.cooldown_s:
+            left = self.cooldown_s - (now_s - self.last_retrain_s)
+            return Decision(False, f"drifted, but in the cooldown ({left:.0f} s left)", self.streak)
+        self.last_retrain_s = now_s
+        streak, self.streak = self.streak, 0
+        return Decision(True, f"{streak} drifted windows in a row: {report.reason}", streak)
