@@ -9,7 +9,6 @@ from raymlops.monitor._report import Decision, DriftPolicy, DriftReport, Feature
 from raymlops.monitor._stats import (
     TESTS,
     DriftTest,
-    StatResult,
     chi2,
     corrected,
     default_test,
@@ -30,7 +29,6 @@ __all__ = [
     "DriftTest",
     "FeatureDrift",
     "Reference",
-    "StatResult",
     "chi2",
     "corrected",
     "default_test",

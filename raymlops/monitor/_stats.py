@@ -24,17 +24,6 @@ PSI_EPSILON = 1e-4  # smoothing for empty bins: ln(0) would make PSI infinite
 
 
 @dataclasses.dataclass(frozen=True)
-class StatResult:
-    """One statistic of one feature, and whether it says the feature drifted."""
-
-    test: str
-    statistic: float
-    p_value: float | None  # tests that give one; the verdict then uses the (corrected) p-value
-    threshold: float
-    drifted: bool
-
-
-@dataclasses.dataclass(frozen=True)
 class DriftTest:
     """A registered test: what it applies to, its default threshold and how to read it."""
 

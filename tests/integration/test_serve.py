@@ -24,24 +24,13 @@ from deltalake import DeltaTable
 from raymlops import data, pipeline, registry, train
 from raymlops import serve as rserve
 from raymlops.config import parse_config
+from raymlops.data._demo import CATEGORICAL, NUMERIC
 from tests.conftest import demo_raw_config
+from tests.helpers.records import GOOD
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
-FEATURES = [
-    "age",
-    "income_k",
-    "tenure_months",
-    "num_purchases",
-    "avg_basket",
-    "days_since_last",
-    "support_calls",
-    "discount_rate",
-    "session_minutes",
-    "region",
-    "plan",
-    "channel",
-]
+FEATURES = [*NUMERIC, *CATEGORICAL]
 
 
 def _free_port() -> int:
@@ -125,20 +114,6 @@ def test_predictions_are_identical_to_mlflow_pyfunc(endpoint):
 
 
 NaN_BODY = '{"records": [{"age": NaN}]}'
-GOOD = {
-    "age": 40,
-    "income_k": 50.5,
-    "tenure_months": 10,
-    "num_purchases": 3,
-    "avg_basket": 20,
-    "days_since_last": 4,
-    "support_calls": 1,
-    "discount_rate": 0.1,
-    "session_minutes": 10,
-    "region": "north",
-    "plan": "basic",
-    "channel": "web",
-}
 
 
 @pytest.mark.parametrize(

@@ -5,22 +5,12 @@ from __future__ import annotations
 import pytest
 
 from raymlops.config import MonitoringConfig
-from raymlops.data._demo import generate
+from raymlops.data._demo import CATEGORICAL as DEMO_CATEGORICAL
+from raymlops.data._demo import NUMERIC, generate
 from raymlops.data._profile import build_profile
 from raymlops.monitor import DriftPolicy, Reference, drift_report
 
-NUMERIC = (
-    "age",
-    "income_k",
-    "tenure_months",
-    "num_purchases",
-    "avg_basket",
-    "days_since_last",
-    "support_calls",
-    "discount_rate",
-    "session_minutes",
-)
-CATEGORICAL = ("region", "plan", "channel")
+CATEGORICAL = tuple(DEMO_CATEGORICAL)
 FEATURES = NUMERIC + CATEGORICAL
 
 
