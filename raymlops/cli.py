@@ -332,6 +332,75 @@ def _parser() -> argparse.ArgumentParser:
     shadow.add_argument("--reason", default="", help="kept in the alias history")
     _add_config(shadow)
     shadow.set_defaults(handler=_cmd_shadow)
+    retrain = sub.add_parser(
+        "retrain",
+        help="retrain on production labels, gate, and roll out on a pass (what the monitor submits)",
+        description=(
+            "Join the feedback labels to the logged predictions, append them to the training table "
+            "as a new data version, train (a sweep when retraining.sweep), run the gate against the "
+            "champion and, on a pass, give the new version a canary (retraining.canary_weight for "
+            "retraining.canary_duration_s) before promoting it. Skipped with fewer than "
+            "retraining.min_labelled_rows labelled rows. The drift monitor submits this as a Ray job."
+        ),
+    )
+    _add_config(retrain)
+    retrain.add_argument(
+        "--submission-id", help="the monitor's job id: the outcome is written where the monitor reads it"
+    )
+    retrain.add_argument(
+        "--labels-after-us", type=int, help="use labels sent after this time (µs since the epoch)"
+    )
+    retrain.set_defaults(handler=_cmd_retrain)
+
+    monitor_cmd = sub.add_parser(
+        "monitor",
+        help="drift monitoring: report, status, start, stop",
+        description=(
+            "The DriftMonitor actor judges windows of live traffic against the champion's training "
+            "profile and submits retrain jobs. `raymlops serve` starts it; these commands inspect it."
+        ),
+    )
+    monitor_cmd.set_defaults(handler=lambda _a: _usage(monitor_cmd))
+    monitor_sub = monitor_cmd.add_subparsers(title="monitor commands", metavar="COMMAND")
+    monitor_report = monitor_sub.add_parser(
+        "report",
+        help="write an HTML drift report of the newest logged rows and print its table",
+        description=(
+            "Test the newest --rows logged requests (default monitoring.window_size) against the "
+            "champion's reference profile with the configured tests, print the per-feature table and "
+            "write a self-contained HTML page with reference-vs-window histograms. Needs no Ray."
+        ),
+    )
+    monitor_report.add_argument("name", nargs="?", help="model name (default: the config's name)")
+    monitor_report.add_argument("--rows", type=int, help="rows to test (default monitoring.window_size)")
+    monitor_report.add_argument("--output", "-o", help="HTML file (default <home>/monitor/NAME/report.html)")
+    _add_config(monitor_report)
+    monitor_report.set_defaults(handler=_cmd_monitor_report)
+    monitor_status = monitor_sub.add_parser(
+        "status",
+        help="windows, last verdicts, cooldown and retrain jobs",
+        description="Read the monitor's persisted state: counters, the last windows, cooldown and jobs.",
+    )
+    monitor_status.add_argument("name", nargs="?", help="model name (default: the config's name)")
+    monitor_status.add_argument("--windows", type=int, default=5, help="last windows to list (default 5)")
+    _add_config(monitor_status)
+    monitor_status.set_defaults(handler=_cmd_monitor_status)
+    monitor_start = monitor_sub.add_parser(
+        "start",
+        help="start the monitor actor on a cluster (detached)",
+        description="Start the detached DriftMonitor actor on the cluster at --address / RAY_ADDRESS.",
+    )
+    monitor_start.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    _add_config(monitor_start)
+    monitor_start.set_defaults(handler=_cmd_monitor_start)
+    monitor_stop = monitor_sub.add_parser(
+        "stop",
+        help="stop the monitor actor for good",
+        description="Kill the DriftMonitor actor without restart (its state stays on disk).",
+    )
+    monitor_stop.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    _add_config(monitor_stop)
+    monitor_stop.set_defaults(handler=_cmd_monitor_stop)
     return parser
 
 
@@ -750,6 +819,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["RAY_ADDRESS"] = args.address
     rt = runtime.start(config)
     try:
+        if config.monitoring.enabled:
+            from raymlops import monitor
+
+            monitor.start(config)
+            jobs = rt.dashboard_url or "no Jobs API (no dashboard): retraining cannot be submitted"
+            _say(f"drift monitor {config.monitor_actor_name} running; retrain jobs go to {jobs}")
         endpoint = serve.deploy(config, progress=_say)
         rollout = registry.rollout(config)
         print(endpoint.render())
@@ -863,3 +938,133 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- monitoring and retraining
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    import json
+
+    from raymlops import pipeline
+
+    config = _config(args)
+
+    def run() -> int:
+        outcome = pipeline.retrain(
+            config, submission_id=args.submission_id, labels_after_us=args.labels_after_us, say=_say
+        )
+        print(json.dumps({"ok": True, **outcome.summary()}, default=str), flush=True)
+        return 0
+
+    return _with_runtime(config, run)
+
+
+def _monitor_config(args: argparse.Namespace) -> ProjectConfig:
+    config = _config(args)
+    name = getattr(args, "name", None)
+    return config.model_copy(update={"name": name}) if name else config
+
+
+def _cmd_monitor_report(args: argparse.Namespace) -> int:
+    from raymlops import monitor
+
+    config = _monitor_config(args)
+    page = monitor.write_report(config, num_rows=args.rows, path=args.output)
+    print(page.table)
+    print(f"HTML report: {page.html_path}")
+    return 0
+
+
+def _cmd_monitor_status(args: argparse.Namespace) -> int:
+    import json
+
+    from raymlops.errors import MonitoringError
+    from raymlops.monitor import MonitorState
+
+    config = _monitor_config(args)
+    state = MonitorState.load(config.monitor_dir / "state.json")
+    if state is None:
+        raise MonitoringError(
+            f"no monitor state for {config.name} under {config.monitor_dir}; "
+            "`raymlops serve` starts the monitor (monitoring.enabled)"
+        )
+    retraining = config.retraining
+    cooldown = "none"
+    if state.last_retrain_s is not None:
+        left = retraining.cooldown_s - (time.time() - state.last_retrain_s)
+        cooldown = f"{left:.0f} s left" if left > 0 else "over"
+    print(f"model          {config.name}, champion version {state.champion_version}")
+    print(f"last check     {state.last_check_at or 'never'} ({state.num_restarts} restarts)")
+    print(
+        f"rows           {state.next_row} logged, {state.num_duplicates} duplicates refused, "
+        f"{state.next_row - state.closed_rows} in the open window (size {config.monitoring.window_size})"
+    )
+    print(
+        f"windows        {state.num_windows} closed, {state.num_drifted_windows} drifted, "
+        f"streak {state.streak} of {config.monitoring.consecutive_windows}"
+    )
+    print(f"last decision  {state.last_decision or '-'}")
+    if state.last_performance:
+        perf = state.last_performance
+        print(
+            f"live metric    {perf['metric']} {perf['value']:.4f} on {perf['num_rows']} labelled rows "
+            f"(holdout {perf['baseline']}): {perf['verdict']}"
+        )
+    print(f"labels         {state.num_labelled} joined, {len(state.labelled)} waiting for a full window")
+    print(f"cooldown       {cooldown} (retraining.cooldown_s {retraining.cooldown_s:g})")
+    outcomes = ", ".join(f"{k} {v}" for k, v in state.outcomes().items())
+    print(f"retrain jobs   {state.num_triggers} triggered: {outcomes}")
+    for job in state.jobs[-5:]:
+        status = job.outcome or job.status or job.stage
+        print(f"  {job.submission_id}  {job.triggered_at}  {status}  {job.detail or job.reason}")
+    windows_path = config.monitor_dir / "windows.jsonl"
+    if windows_path.exists() and args.windows > 0:
+        lines = windows_path.read_text().splitlines()[-args.windows :]
+        rows = []
+        for line in lines:
+            w = json.loads(line)
+            rows.append(
+                (
+                    w["window"],
+                    w["at"],
+                    w["num_rows"],
+                    f"{w['drift_share']:.2f}",
+                    "DRIFTED" if w["drifted"] else "stable",
+                    w["decision"],
+                )
+            )
+        print(_table(rows, ("window", "closed at", "rows", "share", "verdict", "decision")))
+    return 0
+
+
+def _cmd_monitor_start(args: argparse.Namespace) -> int:
+    from raymlops import monitor, runtime
+
+    config = _config(args)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
+    rt = runtime.start(config)
+    try:
+        monitor.start(config, jobs_address=rt.dashboard_url)
+        print(f"drift monitor {config.monitor_actor_name} running in namespace {config.runtime.namespace}")
+        if rt.started_here:
+            print("  (on an embedded Ray it stops with this command; use --address for a cluster)")
+    finally:
+        rt.stop()
+    return 0
+
+
+def _cmd_monitor_stop(args: argparse.Namespace) -> int:
+    from raymlops import monitor
+
+    config = _config(args)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
+
+    def run() -> int:
+        stopped = monitor.stop(config)
+        print(f"drift monitor {config.monitor_actor_name} " + ("stopped" if stopped else "was not running"))
+        return 0
+
+    return _with_runtime(config, run)

@@ -405,6 +405,13 @@ class ServingConfig(_Section):
 
 
 class MonitoringConfig(_Section):
+    """The drift monitor: windows of live rows against the training reference, and when to retrain.
+
+    With ``enabled`` the endpoint hands its inference log to the ``DriftMonitor``
+    actor, which writes it (de-duplicated) and judges every closed window.
+    """
+
+    enabled: bool = True
     check_interval_s: Annotated[float, Field(gt=0)] = 10.0
     window_size: Annotated[int, Field(ge=1)] = 1000
     min_window_size: Annotated[int, Field(ge=1)] = 200
@@ -416,6 +423,9 @@ class MonitoringConfig(_Section):
     p_value_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
     correction: Literal["none", "bonferroni", "benjamini_hochberg"] = "benjamini_hochberg"
     performance_drop: Annotated[float, Field(ge=0.0)] | None = 0.05
+    dedup_horizon_s: Annotated[float, Field(gt=0)] = 3600.0  # how long a request id is remembered
+    num_cpus: Annotated[float, Field(gt=0.0, le=0.25)] = 0.1  # the actor's CPU reservation
+    ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # a replica's wait for the monitor's ack
 
     @model_validator(mode="after")
     def _check(self) -> MonitoringConfig:
@@ -434,6 +444,8 @@ class RetrainingConfig(_Section):
     canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
     submit_max_attempts: Annotated[int, Field(ge=1)] = 5
     submit_backoff_s: Annotated[float, Field(gt=0)] = 2.0
+    min_labelled_rows: Annotated[int, Field(ge=1)] = 100  # labelled production rows a retrain needs
+    canary_duration_s: Annotated[float, Field(ge=0)] = 10.0  # the canary step before promotion
 
 
 # --------------------------------------------------------------------------- root
@@ -566,6 +578,25 @@ class ProjectConfig(_Section):
     def feedback_uri(self) -> str:
         """Delta table of ground-truth labels sent to ``POST /feedback``."""
         return str(self.home_path / "serving" / f"{self.name}_feedback")
+
+    def with_resolved_home(self) -> ProjectConfig:
+        """This config with its storage home as an absolute path.
+
+        For another process (an actor, a Ray job) whose working directory and
+        environment may differ: it must find the same tables and MLflow store.
+        """
+        storage = self.storage.model_copy(update={"home": str(self.home_path)})
+        return self.model_copy(update={"storage": storage})
+
+    @property
+    def monitor_dir(self) -> Path:
+        """The drift monitor's persisted state, window reports and retrain job results."""
+        return self.home_path / "monitor" / self.name
+
+    @property
+    def monitor_actor_name(self) -> str:
+        """The detached ``DriftMonitor`` actor's name (in ``runtime.namespace``)."""
+        return f"raymlops-monitor-{self.name}"
 
     @property
     def mlflow_tracking_uri(self) -> str:

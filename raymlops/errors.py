@@ -15,6 +15,7 @@ for callers that do not know raymlops::
     ├── InsufficientResourcesError (RuntimeError)  the cluster cannot hold what the config asks for
     ├── TrainingError (RuntimeError)         a training run failed beyond its allowed failures
     ├── PromotionError (RuntimeError)        a promotion or rollback was refused (gate, no previous)
+    ├── MonitoringError (RuntimeError)       no champion, nothing logged, or no monitor running
     └── StorageError (OSError)               the storage home or a table cannot be written
 
 Messages say what failed (with the values), the likely cause, and the fix.
@@ -36,6 +37,7 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "InsufficientResourcesError",
+    "MonitoringError",
     "PromotionError",
     "RayMLOpsError",
     "RuntimeStartError",
@@ -128,6 +130,10 @@ class TrainingError(RayMLOpsError, RuntimeError):
 
 class PromotionError(RayMLOpsError, RuntimeError):
     """An alias move was refused: the gate failed, its report is stale, or nothing to roll back to."""
+
+
+class MonitoringError(RayMLOpsError, RuntimeError):
+    """The drift monitor cannot answer: no champion to compare with, nothing logged, or no monitor running."""
 
 
 class StorageError(RayMLOpsError, OSError):

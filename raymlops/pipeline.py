@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DemoSummary",
     "PromotionOutcome",
+    "RetrainOutcome",
     "TrainOutcome",
     "demo",
     "gate_and_promote",
     "packaged_demo_config",
+    "retrain",
     "train_and_register",
     "tune_and_register",
 ]
@@ -224,6 +226,120 @@ def gate_and_promote(
     if not report.passed:
         return PromotionOutcome(report, ())
     return PromotionOutcome(report, registry.promote(config, ref, reason=reason))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainOutcome:
+    """What a retrain did: ``promoted``, ``rejected`` (with the gate's reasons) or ``skipped``."""
+
+    outcome: str
+    detail: str
+    num_labelled_rows: int
+    labels_through_us: int | None  # the next retrain reads labels after this
+    data_version: int | None = None
+    model_version: int | None = None
+    champion_before: int | None = None
+    gate_report_id: str | None = None
+
+    def summary(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def retrain(
+    config: ProjectConfig,
+    *,
+    submission_id: str | None = None,
+    labels_after_us: int | None = None,
+    say: Say | None = None,
+) -> RetrainOutcome:
+    """Retrain on the training table plus labelled production rows, gate, and roll out on a pass.
+
+    Steps: join the feedback labels (sent after ``labels_after_us``) to the
+    logged predictions → append them to the training table as a new data
+    version (validated like any ingest) → train (a sweep when
+    ``retraining.sweep``) → the gate against the champion on the new version's
+    holdout → on a pass, a canary at ``retraining.canary_weight`` for
+    ``retraining.canary_duration_s``, then promotion; on a fail the gate's
+    reasons. With ``submission_id`` (the monitor's retrain job) the outcome is
+    also written where the monitor reads it. Needs a running Ray.
+    """
+    import time
+
+    import pyarrow.parquet as pq
+
+    from raymlops import data, evaluate, monitor, registry
+
+    say = say or (lambda _m: None)
+    tag = submission_id or f"manual-{int(time.time())}"
+    champion = registry.champion(config)
+    before = champion.version if champion else None
+    rows = monitor.labelled_rows(config, labels_after_us=labels_after_us)
+    say(f"{rows.table.num_rows} labelled production rows ({rows.num_labels} labels read)")
+    outcome: RetrainOutcome
+    minimum = config.retraining.min_labelled_rows
+    if rows.table.num_rows < minimum:
+        outcome = RetrainOutcome(
+            "skipped",
+            f"only {rows.table.num_rows} labelled production rows; retraining.min_labelled_rows is {minimum}",
+            rows.table.num_rows,
+            labels_after_us,
+            champion_before=before,
+        )
+        return _record_retrain(config, submission_id, outcome, say)
+    folder = config.monitor_dir / "retrain" / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows.table, folder / "labelled.parquet")
+    version = data.ingest(
+        str(folder / "labelled.parquet"), config, mode="append", on_invalid="quarantine", progress=say
+    )
+    say(f"data version {version.version}: {version.num_rows} rows (+{version.num_rows_added} production)")
+    trained = (tune_and_register if config.retraining.sweep else train_and_register)(
+        config, data_version=version.version, say=say
+    )
+    mv = trained.model_version
+    ref = f"{mv.name}/{mv.version}"
+    report = evaluate.gate(config, ref, data_version=version.version, progress=say)
+    for line in report.summary().splitlines():
+        say(line)
+    common = dict(
+        num_labelled_rows=rows.table.num_rows,
+        labels_through_us=rows.labels_through_us,
+        data_version=version.version,
+        model_version=mv.version,
+        champion_before=before,
+        gate_report_id=report.report_id,
+    )
+    if not report.passed:
+        reasons = "; ".join(f"{c.rule} [{c.subject}]: {c.detail}" for c in report.failures)
+        outcome = RetrainOutcome("rejected", f"gate rejected version {mv.version}: {reasons}", **common)
+        return _record_retrain(config, submission_id, outcome, say)
+    weight, duration_s = config.retraining.canary_weight, config.retraining.canary_duration_s
+    if before is not None and weight > 0 and duration_s > 0:
+        registry.set_rollout(config, ref, canary_weight=weight, reason=f"{tag}: canary after a passed gate")
+        say(f"canary: version {mv.version} answers {weight:.0%} of requests for {duration_s:.0f} s")
+        time.sleep(duration_s)
+    registry.promote(
+        config, ref, reason=f"{tag}: retrained on production labels, gate {report.report_id} passed"
+    )
+    outcome = RetrainOutcome(
+        "promoted", f"version {mv.version} promoted (was {before}); gate {report.report_id} passed", **common
+    )
+    return _record_retrain(config, submission_id, outcome, say)
+
+
+def _record_retrain(
+    config: ProjectConfig, submission_id: str | None, outcome: RetrainOutcome, say: Say
+) -> RetrainOutcome:
+    import json
+
+    from raymlops import monitor
+
+    say(f"retrain {outcome.outcome}: {outcome.detail}")
+    if submission_id:
+        path = monitor.job_result_path(config, submission_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(outcome.summary(), sort_keys=True, default=str))
+    return outcome
 
 
 def demo(

@@ -40,6 +40,7 @@ from raymlops.errors import ConfigError, PromotionError, StorageError, VersionNo
 
 if TYPE_CHECKING:
     from raymlops.bundle import Predictor
+    from raymlops.data._profile import ReferenceProfile
     from raymlops.train import TrainResult
 
 __all__ = [
@@ -52,9 +53,11 @@ __all__ = [
     "champion_at",
     "check_reason",
     "history",
+    "holdout_metric",
     "lineage",
     "list_versions",
     "load_predictor",
+    "load_profile",
     "model_uri",
     "parse_ref",
     "promote",
@@ -783,6 +786,30 @@ def load_predictor(config: ProjectConfig, ref: str) -> Predictor:
     mv = resolve(config, ref)
     folder = mlflow.artifacts.download_artifacts(f"{mv.uri}/artifacts/bundle")
     return Predictor.from_folder(folder)
+
+
+def load_profile(config: ProjectConfig, ref: str) -> ReferenceProfile:
+    """A version's reference profile (the drift monitor's baseline), without loading its weights."""
+    import mlflow
+
+    from raymlops.bundle import PROFILE_FILE
+    from raymlops.data._profile import ReferenceProfile
+
+    mv = resolve(config, ref)
+    path = mlflow.artifacts.download_artifacts(f"{mv.uri}/artifacts/bundle/{PROFILE_FILE}")
+    return ReferenceProfile.from_json(Path(path).read_text())
+
+
+def holdout_metric(config: ProjectConfig, ref: str, metric: str) -> float | None:
+    """The latest ``holdout_<metric>`` the gate logged on a version's run; None when it was never gated."""
+    import mlflow
+
+    from raymlops import runtime
+
+    mv = resolve(config, ref)
+    run = mlflow.MlflowClient(runtime.configure_mlflow(config)).get_run(mv.run_id)
+    value = run.data.metrics.get(f"holdout_{metric}")
+    return float(value) if value is not None else None
 
 
 def lineage(config: ProjectConfig, ref: str) -> Lineage:

@@ -171,10 +171,10 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     _configure_ray_data()
     context = ray.get_runtime_context()
     gcs_address = context.gcs_address
-    dashboard_url = _dashboard_url()
+    dashboard = dashboard_url()
     return Runtime(
         address=gcs_address,
-        dashboard_url=dashboard_url,
+        dashboard_url=dashboard,
         started_here=started_here,
         namespace=namespace,
         mlflow_tracking_uri=config.mlflow_tracking_uri,
@@ -232,7 +232,8 @@ def _worker_logging() -> ray.LoggingConfig:
     return ray.LoggingConfig(log_level="WARNING")
 
 
-def _dashboard_url() -> str | None:
+def dashboard_url() -> str | None:
+    """The Ray dashboard (and Jobs API) URL of the cluster this process is attached to, if it has one."""
     from ray._private.worker import get_dashboard_url
 
     try:

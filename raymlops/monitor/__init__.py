@@ -1,11 +1,22 @@
-"""Monitoring: drift statistics on live traffic against the training reference.
+"""Monitoring: drift in live traffic, live accuracy from late labels, and retraining that closes the loop.
 
-So far: the statistics (``_stats``), pure NumPy/SciPy functions, and the
-window report and retrain policy built on them (``_report``). None needs Ray;
-the monitoring actor that feeds them live traffic comes next.
+- ``_stats``: the drift statistics, pure NumPy/SciPy functions.
+- ``_report``: a window of rows against the training reference → ``DriftReport``;
+  ``DriftPolicy`` turns reports into retrain triggers.
+- ``_monitor``: ``Monitor``, the Ray-free logic of ingest, windows, labels, jobs
+  and persisted state (``_state``).
+- ``_actor``: ``DriftMonitor``, the detached Ray actor around a ``Monitor``;
+  ``start``/``get``/``stop``.
+- ``_production``: labelled production rows for a retrain.
+- ``_html``: the HTML and terminal drift report (``write_report``).
 """
 
+from raymlops.monitor._actor import DriftMonitor, get, start, stop
+from raymlops.monitor._html import ReportPage, table_text, write_report
+from raymlops.monitor._monitor import Ack, Monitor, job_result_path, submission_id, version_reference
+from raymlops.monitor._production import LabelledRows, labelled_rows
 from raymlops.monitor._report import Decision, DriftPolicy, DriftReport, FeatureDrift, Reference, drift_report
+from raymlops.monitor._state import JobRecord, MonitorState
 from raymlops.monitor._stats import (
     TESTS,
     DriftTest,
@@ -23,21 +34,37 @@ from raymlops.monitor._stats import (
 
 __all__ = [
     "TESTS",
+    "Ack",
     "Decision",
+    "DriftMonitor",
     "DriftPolicy",
     "DriftReport",
     "DriftTest",
     "FeatureDrift",
+    "JobRecord",
+    "LabelledRows",
+    "Monitor",
+    "MonitorState",
     "Reference",
+    "ReportPage",
     "chi2",
     "corrected",
     "default_test",
     "drift_report",
     "frequency_table",
+    "get",
     "get_test",
     "jensen_shannon",
+    "job_result_path",
     "ks",
+    "labelled_rows",
     "normalised_wasserstein",
     "psi",
+    "start",
+    "stop",
+    "submission_id",
+    "table_text",
+    "version_reference",
     "wasserstein",
+    "write_report",
 ]

@@ -63,6 +63,8 @@ class DriftReport:
     enough_rows: bool
     window_start: str | None = None  # ISO 8601 of the first and last row, when known
     window_end: str | None = None
+    # the model's output against the training labels (not counted in the share)
+    prediction: FeatureDrift | None = None
 
     @property
     def drifted_features(self) -> tuple[str, ...]:
@@ -70,7 +72,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         body = dataclasses.asdict(self)
-        for feature in body["features"]:
+        for feature in [*body["features"], *([body["prediction"]] if body["prediction"] else [])]:
             for key in ("statistic", "p_value"):
                 value = feature[key]
                 if isinstance(value, float) and not math.isfinite(value):
@@ -93,26 +95,69 @@ class _CategoricalRef:
 
 
 class Reference:
-    """The reference profile prepared for fast windows (once per model version)."""
+    """The reference profile prepared for fast windows (once per model version).
 
-    def __init__(self, profile: ReferenceProfile, monitoring: MonitoringConfig, features: tuple[str, ...]):
+    ``label``, when given and profiled, is the reference for prediction drift:
+    the model's answers in a window against the training split's labels.
+    """
+
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        monitoring: MonitoringConfig,
+        features: tuple[str, ...],
+        *,
+        label: str | None = None,
+    ):
         self.monitoring = monitoring
         self.critical = set(monitoring.critical_features)
         self.numeric: dict[str, _NumericRef] = {}
         self.categorical: dict[str, _CategoricalRef] = {}
         for name in features:
-            column = profile.column(name)
-            if isinstance(column, NumericProfile):
-                test = get_test(
-                    monitoring.tests.get(name) or default_test("numeric", profile.num_rows), "numeric"
-                )
-                sample = np.sort(np.asarray(column.sample, dtype=np.float64))
-                self.numeric[name] = _NumericRef(column, sample, test.name)
+            ref = _prepare(profile, name, monitoring.tests.get(name))
+            if isinstance(ref, _NumericRef):
+                self.numeric[name] = ref
             else:
-                test = get_test(
-                    monitoring.tests.get(name) or default_test("categorical", profile.num_rows), "categorical"
-                )
-                self.categorical[name] = _CategoricalRef(column, dict(column.frequencies), test.name)
+                self.categorical[name] = ref
+        self.prediction: _NumericRef | _CategoricalRef | None = None
+        if label is not None:
+            try:
+                self.prediction = _prepare(profile, label, None)
+            except KeyError:  # bundles without a label profile: no prediction drift
+                self.prediction = None
+
+
+def _prepare(profile: ReferenceProfile, name: str, override: str | None) -> _NumericRef | _CategoricalRef:
+    column = profile.column(name)
+    if isinstance(column, NumericProfile):
+        test = get_test(override or default_test("numeric", profile.num_rows), "numeric")
+        return _NumericRef(column, np.sort(np.asarray(column.sample, dtype=np.float64)), test.name)
+    test = get_test(override or default_test("categorical", profile.num_rows), "categorical")
+    return _CategoricalRef(column, dict(column.frequencies), test.name)
+
+
+def _test(ref: _NumericRef | _CategoricalRef, values: pd.Series) -> tuple[float, float | None]:
+    """The reference's test on one column of a window: (statistic, p-value or None)."""
+    if isinstance(ref, _NumericRef):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        if ref.test == "psi":
+            return psi(ref.profile.bin_edges, ref.profile.counts, numbers), None
+        if ref.test == "ks":
+            return ks(ref.sorted_sample, numbers)
+        return normalised_wasserstein(ref.sorted_sample, numbers, ref.profile.std), None
+    _, ref_counts, cur_counts = frequency_table(ref.counts, values.tolist())
+    if ref.test == "chi2":
+        return chi2(ref_counts, cur_counts)
+    return jensen_shannon(ref_counts, cur_counts), None
+
+
+def _verdict(
+    test_name: str, statistic: float, p_value: float | None, p_threshold: float
+) -> tuple[float, bool]:
+    test = get_test(test_name)
+    if test.uses_p_value:
+        return p_threshold, p_value is not None and math.isfinite(p_value) and p_value < p_threshold
+    return test.threshold, math.isfinite(statistic) and statistic >= test.threshold
 
 
 def drift_report(
@@ -132,47 +177,44 @@ def drift_report(
             False,
             *span,
         )
-    raw: list[tuple[str, str, str, float, float | None]] = []  # feature, kind, test, statistic, p
-    for name, ref in reference.numeric.items():
-        values = window[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        if ref.test == "psi":
-            raw.append((name, "numeric", "psi", psi(ref.profile.bin_edges, ref.profile.counts, values), None))
-        elif ref.test == "ks":
-            statistic, p_value = ks(ref.sorted_sample, values)
-            raw.append((name, "numeric", "ks", statistic, p_value))
-        else:
-            distance = normalised_wasserstein(ref.sorted_sample, values, ref.profile.std)
-            raw.append((name, "numeric", "wasserstein", distance, None))
-    for name, cref in reference.categorical.items():
-        _, ref_counts, cur_counts = frequency_table(cref.counts, window[name].tolist())
-        if cref.test == "chi2":
-            statistic, p_value = chi2(ref_counts, cur_counts)
-            raw.append((name, "categorical", "chi2", statistic, p_value))
-        else:
-            raw.append((name, "categorical", "jensen_shannon", jensen_shannon(ref_counts, cur_counts), None))
-    p_values = [p if p is not None else math.nan for *_, p in raw]
-    adjusted = corrected(p_values, monitoring.correction)
+    refs: list[tuple[str, _NumericRef | _CategoricalRef]] = [
+        *reference.numeric.items(),
+        *reference.categorical.items(),
+    ]
+    raw = [_test(ref, window[name]) for name, ref in refs]
+    adjusted = corrected([p if p is not None else math.nan for _, p in raw], monitoring.correction)
     features = []
-    for (name, kind, test_name, statistic, raw_p), p_adj in zip(raw, adjusted, strict=True):
-        test = get_test(test_name)
-        if test.uses_p_value:
-            threshold = monitoring.p_value_threshold
-            drifted = raw_p is not None and math.isfinite(p_adj) and p_adj < threshold
-        else:
-            threshold = test.threshold
-            drifted = math.isfinite(statistic) and statistic >= threshold
+    for (name, ref), (statistic, raw_p), p_adj in zip(refs, raw, adjusted, strict=True):
+        p_value = p_adj if raw_p is not None else None
+        threshold, drifted = _verdict(ref.test, statistic, p_value, monitoring.p_value_threshold)
         features.append(
             FeatureDrift(
                 name,
-                kind,
-                test_name,
+                "numeric" if isinstance(ref, _NumericRef) else "categorical",
+                ref.test,
                 statistic,
-                p_adj if raw_p is not None else None,
+                p_value,
                 threshold,
                 drifted,
                 name in reference.critical,
                 int(window[name].notna().sum()),
             )
+        )
+    prediction = None
+    if reference.prediction is not None and "prediction" in window.columns:
+        pref = reference.prediction
+        statistic, p_value = _test(pref, window["prediction"])
+        threshold, drifted = _verdict(pref.test, statistic, p_value, monitoring.p_value_threshold)
+        prediction = FeatureDrift(
+            "prediction",
+            "numeric" if isinstance(pref, _NumericRef) else "categorical",
+            pref.test,
+            statistic,
+            p_value,
+            threshold,
+            drifted,
+            False,
+            int(window["prediction"].notna().sum()),
         )
     tested = [f for f in features if math.isfinite(f.statistic)]
     share = sum(f.drifted for f in tested) / len(tested) if tested else 0.0
@@ -185,7 +227,7 @@ def drift_report(
             f"{sum(f.drifted for f in tested)} of {len(tested)} features drifted (share {share:.2f}, "
             f"threshold {monitoring.drift_share:.2f})"
         )
-    return DriftReport(num_rows, tuple(features), share, drifted, reason, True, *span)
+    return DriftReport(num_rows, tuple(features), share, drifted, reason, True, *span, prediction=prediction)
 
 
 def _span(window: pd.DataFrame, time_column: str | None) -> tuple[str | None, str | None]:
@@ -216,7 +258,12 @@ class DriftPolicy:
     streak: int = 0
     last_retrain_s: float | None = None
 
-    def observe(self, report: DriftReport, now_s: float) -> Decision:
+    def observe(self, report: DriftReport, now_s: float, *, busy: str | None = None) -> Decision:
+        """Judge one window. ``busy`` (e.g. "a retrain job is running") holds a trigger back.
+
+        A held-back trigger keeps its streak, so the next drifted window after
+        the job ends triggers at once if the drift is still there.
+        """
         if not report.enough_rows:
             return Decision(
                 False, report.reason, self.streak
@@ -228,9 +275,15 @@ class DriftPolicy:
             return Decision(
                 False, f"drifted window {self.streak} of {self.consecutive_windows} needed", self.streak
             )
-        if self.last_retrain_s is not None and now_s - self.last_retrain_s < self.cooldown_s:
-            left = self.cooldown_s - (now_s - self.last_retrain_s)
-            return Decision(False, f"drifted, but in the cooldown ({left:.0f} s left)", self.streak)
+        held = busy or self.cooling(now_s)
+        if held:
+            return Decision(False, f"drifted, but {held}", self.streak)
         self.last_retrain_s = now_s
         streak, self.streak = self.streak, 0
         return Decision(True, f"{streak} drifted windows in a row: {report.reason}", streak)
+
+    def cooling(self, now_s: float) -> str | None:
+        """Why a trigger must wait for the cooldown, or None when it need not."""
+        if self.last_retrain_s is not None and now_s - self.last_retrain_s < self.cooldown_s:
+            return f"in the cooldown ({self.cooldown_s - (now_s - self.last_retrain_s):.0f} s left)"
+        return None

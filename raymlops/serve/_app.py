@@ -45,6 +45,7 @@ from raymlops.serve._log import (
     feedback_schema,
     feedback_table,
     inference_log_schema,
+    monitor_sink,
     now_us,
     prediction_table,
 )
@@ -128,7 +129,14 @@ class Server:
         log_schema = inference_log_schema(config)
         self.log: BufferedLog[Prediction] | None = (
             BufferedLog(
-                delta_sink(config.inference_log_uri),
+                monitor_sink(
+                    config.monitor_actor_name,
+                    config.runtime.namespace,
+                    config.inference_log_uri,
+                    timeout_s=config.monitoring.ack_timeout_s,
+                )
+                if config.monitoring.enabled
+                else delta_sink(config.inference_log_uri),
                 lambda entries: prediction_table(entries, log_schema),
                 lambda entry: len(entry.records),
                 flush_interval_s=self.serving.log_flush_interval_s,

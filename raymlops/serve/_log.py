@@ -28,6 +28,7 @@ _LOG = logging.getLogger("raymlops.serve")
 REQUEST_ID = "request_id"
 RECORD_INDEX = "record_index"
 TS = "ts"
+MONITOR_ROW = "monitor_row"
 
 
 def inference_log_schema(config: ProjectConfig) -> pa.Schema:
@@ -49,8 +50,16 @@ def inference_log_schema(config: ProjectConfig) -> pa.Schema:
             pa.field("probability", pa.float64()),  # binary: of the positive class
             pa.field("shadow_version", pa.int64()),
             pa.field("shadow_prediction", label_type),
+            # the drift monitor's running row number (null when a replica wrote the row itself)
+            pa.field(MONITOR_ROW, pa.int64()),
         ]
     )
+
+
+def record_columns(schema: pa.Schema) -> list[str]:
+    """The request's own columns in an inference-log schema (between ``ts`` and ``model_version``)."""
+    names = schema.names
+    return names[names.index(TS) + 1 : names.index("model_version")]
 
 
 def feedback_schema(config: ProjectConfig) -> pa.Schema:
@@ -103,8 +112,7 @@ def now_us() -> int:
 def prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
     """Many requests' predictions → one Arrow table of the inference-log schema (on the flush thread)."""
     counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
-    record_columns = [f.name for f in schema][3:-6]
-    frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns)
+    frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns(schema))
     frame.insert(0, REQUEST_ID, np.repeat(np.array([e.request_id for e in entries], dtype=object), counts))
     frame.insert(1, RECORD_INDEX, np.concatenate([np.arange(c, dtype=np.int32) for c in counts]))
     ts = np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), counts)
@@ -125,6 +133,7 @@ def prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
         for e in entries
         for p in (e.shadow_predictions if e.shadow_predictions is not None else [None] * len(e.records))
     ]
+    frame[MONITOR_ROW] = pd.array([None] * len(frame), dtype="Int64")
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
 
@@ -139,6 +148,37 @@ def feedback_table(entries: list[Feedback], schema: pa.Schema) -> pa.Table:
         },
         schema=pa.schema([f.with_type(pa.int64()) if f.name == TS else f for f in schema]),
     ).cast(schema)
+
+
+def monitor_sink(
+    actor_name: str, namespace: str, fallback_uri: str, *, timeout_s: float
+) -> Callable[[pa.Table], None]:
+    """Hand a table to the drift monitor actor and return once it says the rows are durable.
+
+    The ``BufferedLog`` keeps the rows and retries at its next flush when this
+    raises (the actor is restarting, or its ack timed out), so delivery is
+    at-least-once; the monitor de-duplicates by request id. With no monitor
+    actor at all (``monitoring.enabled: false``, or it was stopped for good)
+    the rows go to the Delta table directly, so the log never depends on it.
+    """
+    import ray
+
+    handle: list[Any] = []  # the cached actor handle, looked up again after a failure
+
+    def write(table: pa.Table) -> None:
+        if not handle:
+            try:
+                handle.append(ray.get_actor(actor_name, namespace=namespace))
+            except ValueError:  # no such actor: write the log ourselves
+                delta_sink(fallback_uri)(table)
+                return
+        try:
+            ray.get(handle[0].ingest.remote(table), timeout=timeout_s)
+        except Exception:
+            handle.clear()
+            raise
+
+    return write
 
 
 Entry = TypeVar("Entry", Prediction, Feedback)

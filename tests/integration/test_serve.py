@@ -1,5 +1,6 @@
 """The Ray Serve endpoint over real HTTP: parity with pyfunc, bad requests, batching,
-autoscaling, promotion under load, canary, shadow and the inference log.
+autoscaling, promotion under load, canary, shadow, the inference log, and the drift
+monitor actor killed under traffic.
 
 One module-scoped deployment (a good champion and a poor challenger) on the
 shared local Ray; Serve is shut down at the end of the module.
@@ -63,6 +64,7 @@ def endpoint(tmp_path_factory):
             "watch_interval_s": 0.5,
             "log_flush_interval_s": 0.5,
         },
+        monitoring={"window_size": 200, "min_window_size": 100, "check_interval_s": 1.0},
     )
     raw["name"] = "serving"
     cfg = parse_config(raw)
@@ -414,3 +416,77 @@ def _samples(text: str, name: str, containing: str = "") -> list[float]:
         for line in text.splitlines()
         if line.startswith(name) and containing in line
     ]
+
+
+def test_killing_the_monitor_under_traffic_loses_and_duplicates_no_logged_request(endpoint):
+    """Replicas hand the log to the DriftMonitor actor; kill it mid-traffic, every 2xx id is logged once."""
+    from raymlops import monitor
+
+    cfg, ep, holdout, _, _ = endpoint
+    rows = holdout.dropna().reset_index(drop=True)  # the holdout's rows with a null are not valid requests
+    actor = monitor.start(cfg, jobs_address=None)  # the shared test cluster has no Jobs API
+    try:
+        _kill_under_traffic(cfg, ep, rows, actor)
+    finally:
+        monitor.stop(cfg)
+
+
+def _kill_under_traffic(cfg, ep, rows, actor) -> None:
+    import os
+    import threading
+
+    import ray
+
+    answered: list[str] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def traffic(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            rid = f"kill-{worker}-{i}"
+            records = _records(rows, 5, start=(i * 5) % (len(rows) - 5))
+            try:
+                r = requests.post(
+                    f"{ep.url}/predict", json={"records": records, "request_id": rid}, timeout=30
+                )
+                (answered if r.status_code == 200 else failed).append(f"{rid}: {r.status_code}")
+            except requests.RequestException as e:
+                failed.append(f"{rid}: {e}")
+            i += 1
+
+    threads = [threading.Thread(target=traffic, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    ray.kill(actor, no_restart=False)  # a crash: Ray restarts it, __init__ restores from disk
+    time.sleep(6)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failed, failed[:5]
+    ids = {a.split(":")[0] for a in answered}
+    assert len(ids) > 50
+
+    def logged() -> dict[str, int]:
+        table = DeltaTable(cfg.inference_log_uri).to_pyarrow_table(columns=["request_id"])
+        counts: dict[str, int] = {}
+        for rid in table.column(0).to_pylist():
+            if rid.startswith("kill-"):
+                counts[rid] = counts.get(rid, 0) + 1
+        return counts
+
+    _wait_for(lambda: ids <= set(logged()), timeout_s=60, what="every answered request in the log")
+    counts = logged()
+    assert set(counts) == ids  # nothing lost, nothing the endpoint did not answer
+    assert set(counts.values()) == {5}  # each request's 5 records exactly once
+    status = ray.get(actor.status.remote())
+    assert status["num_restarts"] >= 1 and status["champion_version"] is not None
+    ray.get(actor.check_now.remote())
+    assert ray.get(actor.status.remote())["num_windows"] >= 1
+    url = f"http://127.0.0.1:{os.environ['RAYMLOPS_TEST_METRICS_PORT']}/metrics"
+    _wait_for(
+        lambda: "ray_raymlops_monitor_drift_share" in requests.get(url, timeout=10).text,
+        timeout_s=60,
+        what="the monitor's gauges on the metrics port",
+    )

@@ -1,0 +1,96 @@
+"""Production rows with their late labels: what a retrain adds to the training table.
+
+The inference log holds every answered record (request id, record index, the
+record's columns); the feedback table holds the labels sent later to
+``POST /feedback``. Joined on (request id, record index), they are new
+training rows in the schema of the training table. Ray-free: a retrain job
+calls this before it starts any Ray work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raymlops.config import ProjectConfig
+from raymlops.data._schema import column_rules, table_schema
+from raymlops.serve._log import RECORD_INDEX, REQUEST_ID, TS
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledRows:
+    """Labelled production rows, and the newest label among them (the next retrain starts after it)."""
+
+    table: pa.Table  # the training table's columns
+    labels_through_us: int | None
+    num_labels: int  # labels read (some may have no logged prediction)
+
+
+def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) -> LabelledRows:
+    """Join the labels sent after ``labels_after_us`` to the logged records they belong to.
+
+    A request id labelled twice keeps its latest label.
+    """
+    import pyarrow.dataset as pads
+
+    schema = config.data.schema
+    target = table_schema(column_rules(schema, include_label=True))
+    label_name = schema.label.name
+    empty = target.empty_table()
+    after = labels_after_us if labels_after_us is not None else -1
+    labels = read_delta(
+        config.feedback_uri,
+        [REQUEST_ID, RECORD_INDEX, TS, "label"],
+        pads.field(TS) > pa.scalar(after, pa.timestamp("us", tz="UTC")),
+    )
+    if labels is None or labels.num_rows == 0:
+        return LabelledRows(empty, None, 0)
+    through = int(pc.max(pc.cast(labels.column(TS), pa.int64())).as_py())
+    # the latest label per record: sort by time, keep the last of each key
+    labels = labels.sort_by([(REQUEST_ID, "ascending"), (RECORD_INDEX, "ascending"), (TS, "ascending")])
+    keys = pc.binary_join_element_wise(
+        labels.column(REQUEST_ID), pc.cast(labels.column(RECORD_INDEX), pa.string()), "\x1f"
+    )
+    following = pa.concat_arrays([keys.combine_chunks().slice(1), pa.array([None], pa.string())])
+    last = pc.fill_null(pc.not_equal(keys.combine_chunks(), following), True)
+    labels = labels.filter(last).drop_columns([TS]).rename_columns([REQUEST_ID, RECORD_INDEX, label_name])
+    # the time column is not part of a request: a production row's time is when it was answered
+    logged_columns = [c for c in target.names if c not in (label_name, schema.time_column)]
+    logged = read_delta(
+        config.inference_log_uri,
+        [REQUEST_ID, RECORD_INDEX, TS, *logged_columns],
+        pads.field(REQUEST_ID).isin(labels.column(REQUEST_ID).unique()),
+    )
+    if logged is None or logged.num_rows == 0:
+        return LabelledRows(empty, through, labels.num_rows)
+    logged = _first_per_key(logged)
+    joined = logged.join(labels, [REQUEST_ID, RECORD_INDEX], join_type="inner")
+    if schema.time_column:
+        joined = joined.append_column(schema.time_column, joined.column(TS))
+    table = joined.select(target.names).cast(target)
+    return LabelledRows(table, through, labels.num_rows)
+
+
+def _first_per_key(table: pa.Table) -> pa.Table:
+    """One row per (request id, record index): the log is de-duplicated, this guards older logs."""
+    grouped = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
+    first = grouped.group_by([REQUEST_ID, RECORD_INDEX]).aggregate([("_i", "min")])
+    return table.take(first.column("_i_min"))
+
+
+def read_delta(uri: str, columns: list[str] | None, filter: pads.Expression) -> pa.Table | None:
+    """Rows of a Delta table matching ``filter`` (None when the table does not exist yet)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(uri)
+    except TableNotFoundError:
+        return None
+    return table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)

@@ -1,0 +1,247 @@
+"""The drift monitor's logic without Ray: exactly-once logging, windows across a restart, retrain jobs.
+
+The Jobs API is replaced here by ``FakeJobs``, a recording test double: these
+tests check what the monitor decides (ids, backoff, one job at a time, the
+outcome it records). The real ``JobSubmissionClient`` path runs in
+``tests/e2e/test_closed_loop.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from raymlops.data._demo import CATEGORICAL as DEMO_CATEGORICAL
+from raymlops.data._demo import NUMERIC, generate
+from raymlops.data._profile import build_profile
+from raymlops.monitor import Monitor, MonitorState, Reference, job_result_path, submission_id
+from raymlops.monitor._monitor import JobExistsError
+from raymlops.serve._log import Prediction, feedback_schema, inference_log_schema, prediction_table
+
+CATEGORICAL = tuple(DEMO_CATEGORICAL)
+FEATURES = NUMERIC + CATEGORICAL
+SHIFT = {"days_since_last": 1.0, "tenure_months": 1.0, "support_calls": 1.0}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+class FakeJobs:
+    """Records submissions; fails the first ``failures`` of them; statuses set by the test."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.submitted: list[str] = []
+        self.entrypoints: list[str] = []
+        self.statuses: dict[str, str] = {}
+
+    def submit(self, sub_id: str, entrypoint: str, env_vars: dict[str, str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("dashboard unreachable")
+        if sub_id in self.submitted:
+            raise JobExistsError(sub_id)
+        self.submitted.append(sub_id)
+        self.entrypoints.append(entrypoint)
+        self.statuses[sub_id] = "PENDING"
+
+    def status(self, sub_id: str) -> str:
+        return self.statuses[sub_id]
+
+    def message(self, sub_id: str) -> str:
+        return "boom"
+
+
+@pytest.fixture(scope="module")
+def profile():
+    table = generate(5000, seed=100)
+    return build_profile(table, NUMERIC, (*CATEGORICAL, "churned"), num_bins=10, sample_size=5000, seed=0)
+
+
+@pytest.fixture
+def config(make_config):
+    return make_config(
+        monitoring={"window_size": 300, "min_window_size": 100, "consecutive_windows": 2, "drift_share": 0.2},
+        retraining={"cooldown_s": 1000, "submit_backoff_s": 2, "submit_max_attempts": 3},
+    )
+
+
+def _monitor(config, profile, clock, jobs=None, baseline=0.8):
+    reference = Reference(profile, config.monitoring, FEATURES, label="churned")
+    monitor = Monitor(
+        config, jobs=jobs, clock=clock, champion=lambda: 1, load_reference=lambda _v: (reference, baseline)
+    )
+    monitor.restore()
+    return monitor
+
+
+def _batch(
+    config, num_requests: int, *, seed: int, prefix: str, shift=None, per_request: int = 5
+) -> pa.Table:
+    rows = generate(num_requests * per_request, seed=seed, shift=shift).to_pylist()
+    entries = []
+    for r in range(num_requests):
+        records = rows[r * per_request : (r + 1) * per_request]
+        entries.append(
+            Prediction(
+                f"{prefix}-{r}",
+                1_800_000_000_000_000 + r,
+                records,
+                1,
+                "champion",
+                [rec["churned"] for rec in records],
+                [0.5] * per_request,
+                None,
+                None,
+            )
+        )
+    return prediction_table(entries, inference_log_schema(config))
+
+
+def _logged_ids(config) -> list[str]:
+    return DeltaTable(config.inference_log_uri).to_pyarrow_table(columns=["request_id"]).column(0).to_pylist()
+
+
+def test_a_resent_batch_is_logged_once(config, profile):
+    monitor = _monitor(config, profile, Clock())
+    batch = _batch(config, 20, seed=1, prefix="a")
+    assert monitor.ingest(batch).written == 100
+    again = monitor.ingest(pa.concat_tables([batch, _batch(config, 4, seed=2, prefix="b")]))
+    assert (again.written, again.duplicates) == (20, 100)
+    ids = _logged_ids(config)
+    assert len(ids) == 120 and len(set(ids)) == 24
+    rows = DeltaTable(config.inference_log_uri).to_pyarrow_table(columns=["monitor_row"]).column(0)
+    assert sorted(rows.to_pylist()) == list(range(120))
+
+
+def test_a_restarted_monitor_keeps_its_window_ids_and_streak(config, profile):
+    clock = Clock()
+    first = _monitor(config, profile, clock)
+    first.ingest(_batch(config, 80, seed=3, prefix="s", shift=SHIFT))  # 400 rows: one window + 100 open
+    events = first.check()
+    assert first.state.num_windows == 1 and first.state.streak == 1, events
+    assert "DRIFTED" in events[0]
+
+    second = _monitor(config, profile, clock)  # a restart: __init__ again, memory empty
+    assert second.state.num_restarts == 1
+    assert (second.state.num_windows, second.state.streak, second._num_open) == (1, 1, 100)
+    assert second.ingest(_batch(config, 80, seed=3, prefix="s", shift=SHIFT)).duplicates == 400
+    assert second.ingest(_batch(config, 40, seed=4, prefix="t", shift=SHIFT)).written == 200
+    second.check()  # the second drifted window in a row: a trigger
+    assert second.state.num_triggers == 1
+    assert second.state.jobs[0].submission_id == submission_id(config, 1)
+    assert "2 drifted windows in a row" in second.state.jobs[0].reason
+
+
+def test_a_trigger_survives_a_crash_before_submission_and_is_not_submitted_twice(config, profile):
+    clock, jobs = Clock(), FakeJobs()
+    monitor = _monitor(config, profile, clock, jobs=None)
+    monitor.ingest(_batch(config, 120, seed=5, prefix="d", shift=SHIFT))
+    monitor.check()  # two windows: triggered; no job client, so the job fails at once
+    assert monitor.state.jobs[0].outcome == "failed" and "dashboard" in monitor.state.jobs[0].detail
+
+    # a monitor that triggers, then "crashes" between submission and recording it
+    config2 = config.model_copy(update={"name": "other"})
+    monitor = _monitor(config2, profile, clock, jobs=jobs)
+    monitor.ingest(_batch(config2, 120, seed=5, prefix="d", shift=SHIFT))
+    monitor.check()
+    sub_id = monitor.state.jobs[0].submission_id
+    assert jobs.submitted == [sub_id]
+    state = MonitorState.load(monitor.state_path)
+    state.jobs[0].stage = "pending"  # as if the submission's success was never persisted
+    state.save(monitor.state_path)
+    restarted = _monitor(config2, profile, clock, jobs=jobs)
+    restarted.check()
+    assert jobs.submitted == [sub_id]  # refused as a duplicate, then followed
+    assert restarted.state.jobs[0].stage == "submitted"
+
+
+def test_failed_submissions_back_off_then_give_up(config, profile):
+    clock, jobs = Clock(), FakeJobs(failures=5)
+    monitor = _monitor(config, profile, clock, jobs=jobs)
+    monitor.ingest(_batch(config, 120, seed=6, prefix="f", shift=SHIFT))
+    events = monitor.check()
+    job = monitor.state.jobs[0]
+    assert job.attempts == 1 and job.next_attempt_s == clock.now_s + 2, events
+    clock.now_s += 1
+    monitor.check()
+    assert job.attempts == 1  # not yet due
+    clock.now_s += 1.5
+    monitor.check()
+    assert job.attempts == 2 and job.next_attempt_s == clock.now_s + 4
+    clock.now_s += 4
+    monitor.check()
+    assert job.outcome == "failed" and "not submitted after 3 attempts" in job.detail
+    assert monitor.state.outcomes()["failed"] == 1
+
+
+def test_one_job_at_a_time_then_the_outcome_and_the_cooldown(config, profile):
+    clock, jobs = Clock(), FakeJobs()
+    monitor = _monitor(config, profile, clock, jobs=jobs)
+    monitor.ingest(_batch(config, 120, seed=7, prefix="g", shift=SHIFT))
+    monitor.check()
+    sub_id = jobs.submitted[0]
+    assert "raymlops.cli retrain" in jobs.entrypoints[0] and sub_id in jobs.entrypoints[0]
+    jobs.statuses[sub_id] = "RUNNING"
+    monitor.ingest(_batch(config, 120, seed=8, prefix="h", shift=SHIFT))
+    events = monitor.check()
+    assert any("still RUNNING" in e for e in events), events
+    assert len(jobs.submitted) == 1
+    path = job_result_path(config, sub_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"outcome": "rejected", "detail": "gate said no", "model_version": 2}))
+    jobs.statuses[sub_id] = "SUCCEEDED"
+    monitor.check()
+    job = monitor.state.jobs[0]
+    assert (job.outcome, job.detail, job.model_version) == ("rejected", "gate said no", 2)
+    clock.now_s += 10
+    monitor.ingest(_batch(config, 120, seed=9, prefix="i", shift=SHIFT))
+    events = monitor.check()
+    assert any("cooldown" in e for e in events) and len(jobs.submitted) == 1
+    clock.now_s += 1000
+    monitor.ingest(_batch(config, 120, seed=10, prefix="j", shift=SHIFT))
+    monitor.check()
+    assert len(jobs.submitted) == 2 and jobs.submitted[1] == submission_id(config, 2)
+
+
+def test_stationary_traffic_never_triggers(config, profile):
+    monitor = _monitor(config, profile, Clock(), jobs=FakeJobs())
+    for i in range(10):
+        monitor.ingest(_batch(config, 60, seed=100 + i, prefix=f"n{i}"))
+        monitor.check()
+    assert monitor.state.num_windows == 10 and monitor.state.num_triggers == 0
+    lines = (config.monitor_dir / "windows.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and json.loads(lines[0])["prediction"]["feature"] == "prediction"
+
+
+def test_late_labels_below_the_holdout_metric_trigger_a_retrain(config, profile):
+    clock, jobs = Clock(), FakeJobs()
+    monitor = _monitor(config, profile, clock, jobs=jobs, baseline=0.9)
+    batch = _batch(config, 60, seed=11, prefix="p")  # stationary: no drift trigger
+    monitor.ingest(batch)
+    predictions = batch.column("prediction").to_pylist()
+    labels = pa.table(
+        {
+            "request_id": batch.column("request_id"),
+            "record_index": batch.column("record_index"),
+            "ts": pa.array([clock.now_s * 1e6 + 1] * batch.num_rows, pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            # the model is right on 60 % of the rows: 0.3 below its holdout accuracy
+            "label": [p if i % 5 < 3 else 1 - p for i, p in enumerate(predictions)],
+        },
+        schema=feedback_schema(config),
+    )
+    write_deltalake(config.feedback_uri, labels, mode="append")
+    events = monitor.check()
+    perf = monitor.state.last_performance
+    assert perf["value"] == pytest.approx(0.6) and perf["verdict"] == "degraded", events
+    assert monitor.state.num_triggers == 1 and "performance_drop" in monitor.state.jobs[0].reason
