@@ -936,10 +936,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # --------------------------------------------------------------------------- monitoring and retraining
 
 
@@ -1068,3 +1064,7 @@ def _cmd_monitor_stop(args: argparse.Namespace) -> int:
         return 0
 
     return _with_runtime(config, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -146,8 +146,8 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
         # Ray 2.60 turns token auth on for new local clusters (token in ~/.ray/auth_token).
         # Setting RAY_AUTH_MODE here would be too late: Ray caches it when imported.
         rt = config.runtime
-        dashboard_port = _free_port_or_next(rt.dashboard_host, rt.dashboard_port)
-        metrics_port = _free_port_or_next("127.0.0.1", rt.metrics_export_port)
+        dashboard_port = free_port_or_next(rt.dashboard_host, rt.dashboard_port)
+        metrics_port = free_port_or_next("127.0.0.1", rt.metrics_export_port)
         try:
             ray.init(
                 num_cpus=rt.num_cpus,
@@ -245,7 +245,7 @@ def dashboard_url() -> str | None:
     return url if url.startswith("http") else f"http://{url}"
 
 
-def _free_port_or_next(host: str, port: int, attempts: int = 20) -> int:
+def free_port_or_next(host: str, port: int, attempts: int = 20) -> int:
     """Return ``port`` if it is free, else the next free one, so a second project still starts."""
     for candidate in range(port, port + attempts):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -155,8 +155,8 @@ class DriftMonitor:
         except Exception as e:  # keep checking: the registry or the log may be briefly unreachable
             _LOG.warning("drift check failed: %s: %s", type(e).__name__, e)
             return [f"check failed: {type(e).__name__}: {e}"]
-        for event in events:
-            _LOG.warning("%s: %s", self.monitor.config.name, event)
+        for event in events:  # to the actor's log file; `raymlops monitor status` shows the state
+            _LOG.info("%s: %s", self.monitor.config.name, event)
         return events
 
     def ingest(self, table: pa.Table) -> Ack:

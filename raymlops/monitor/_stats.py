@@ -87,7 +87,10 @@ def psi(bin_edges: Sequence[float], reference_counts: Sequence[int], current: np
     if not len(values) or ref.sum() == 0:
         return math.nan
     index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(ref) - 1)
-    cur = np.bincount(index, minlength=len(ref)).astype(np.float64)
+    return _psi(ref, np.bincount(index, minlength=len(ref)).astype(np.float64))
+
+
+def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
     p = np.maximum(ref / ref.sum(), PSI_EPSILON)
     q = np.maximum(cur / cur.sum(), PSI_EPSILON)
     return float(np.sum((q - p) * np.log(q / p)))
@@ -96,20 +99,29 @@ def psi(bin_edges: Sequence[float], reference_counts: Sequence[int], current: np
 def ks(reference_sorted: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     """Two-sample KS statistic and its asymptotic p-value (``scipy.stats.ks_2samp(method="asymp")``).
 
-    ``reference_sorted`` is sorted once per model version; each window costs one
-    sort of its own values and two ``searchsorted`` passes.
+    ``reference_sorted`` is sorted once per model version; the window is sorted
+    once here (``ks_sorted`` takes an already sorted window).
+    """
+    return ks_sorted(reference_sorted, np.sort(_finite(current)))
+
+
+def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """KS on two sorted, finite samples in O(len(a) · log len(b)): the window is never merged.
+
+    Between two reference points the reference CDF is flat and the window's
+    rises, so the largest gap sits at a reference point or just before one:
+    ``|F1(a_i) - F2(a_i)|`` and ``|F1(a_i-) - F2(a_i-)|``, with the window's
+    counts found by binary search. The same maximum as SciPy's scan over the
+    merged samples.
     """
     from scipy.stats import kstwo
 
-    a = reference_sorted
-    b = np.sort(_finite(current))
     n1, n2 = len(a), len(b)
     if not n1 or not n2:
         return math.nan, math.nan
-    both = np.concatenate([a, b])
-    cdf1 = np.searchsorted(a, both, side="right") / n1
-    cdf2 = np.searchsorted(b, both, side="right") / n2
-    statistic = float(np.max(np.abs(cdf1 - cdf2)))
+    at = np.searchsorted(a, a, side="right") / n1 - np.searchsorted(b, a, side="right") / n2
+    before = np.searchsorted(a, a, side="left") / n1 - np.searchsorted(b, a, side="left") / n2
+    statistic = float(max(np.max(np.abs(at)), np.max(np.abs(before))))
     en = n1 * n2 / (n1 + n2)
     p_value = float(np.clip(kstwo.sf(statistic, np.round(en)), 0.0, 1.0))
     return statistic, p_value
@@ -117,20 +129,72 @@ def ks(reference_sorted: np.ndarray, current: np.ndarray) -> tuple[float, float]
 
 def wasserstein(reference_sorted: np.ndarray, current: np.ndarray) -> float:
     """Wasserstein-1 distance between the samples (``scipy.stats.wasserstein_distance``)."""
-    a = reference_sorted
-    b = np.sort(_finite(current))
-    if not len(a) or not len(b):
+    return wasserstein_sorted(reference_sorted, np.sort(_finite(current)))
+
+
+def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 of two sorted, finite samples: ∫|F1 − F2| over the merged points, without a second sort.
+
+    The reference points are inserted into the sorted window at their binary-
+    search positions (one copy, not a sort of the union); both CDFs then come
+    from one cumulative count of reference points along the merged array.
+    """
+    n1, n2 = len(a), len(b)
+    if not n1 or not n2:
         return math.nan
-    both = np.sort(np.concatenate([a, b]))
-    deltas = np.diff(both)
-    cdf_a = np.searchsorted(a, both[:-1], side="right") / len(a)
-    cdf_b = np.searchsorted(b, both[:-1], side="right") / len(b)
-    return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
+    positions = np.searchsorted(b, a, side="left") + np.arange(n1)
+    merged = np.insert(b, positions - np.arange(n1), a)
+    is_ref = np.zeros(len(merged), dtype=np.int64)
+    is_ref[positions] = 1
+    ref_count = np.cumsum(is_ref)  # reference points at or before each merged point
+    cur_count = np.arange(1, len(merged) + 1) - ref_count
+    gaps = np.abs(ref_count[:-1] * (1.0 / n1) - cur_count[:-1] * (1.0 / n2))
+    return float(np.dot(gaps, np.diff(merged)))
+
+
+def psi_sorted(
+    bin_edges: Sequence[float], reference_counts: Sequence[int], current_sorted: np.ndarray
+) -> float:
+    """``psi`` on a sorted, finite window: bin counts from ``len(edges)`` binary searches."""
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    if not len(current_sorted) or ref.sum() == 0:
+        return math.nan
+    cuts = np.searchsorted(current_sorted, edges[1:-1], side="left")
+    cur = np.diff(np.concatenate([[0], cuts, [len(current_sorted)]])).astype(np.float64)
+    return _psi(ref, cur)
+
+
+def numeric_statistics(
+    reference_sorted: np.ndarray,
+    bin_edges: Sequence[float],
+    reference_counts: Sequence[int],
+    reference_std: float,
+    current: np.ndarray,
+    tests: Sequence[str],
+) -> dict[str, tuple[float, float | None]]:
+    """Several numeric tests on one window column with a single sort: test → (statistic, p-value)."""
+    values = np.sort(_finite(current))
+    out: dict[str, tuple[float, float | None]] = {}
+    for name in tests:
+        if name == "psi":
+            out[name] = (psi_sorted(bin_edges, reference_counts, values), None)
+        elif name == "ks":
+            out[name] = ks_sorted(reference_sorted, values)
+        elif name == "wasserstein":
+            distance = wasserstein_sorted(reference_sorted, values)
+            out[name] = (_normalise(distance, reference_std), None)
+        else:
+            get_test(name, "numeric")  # raises, listing the valid ones
+    return out
 
 
 def normalised_wasserstein(reference_sorted: np.ndarray, current: np.ndarray, reference_std: float) -> float:
     """Wasserstein distance in units of the reference's standard deviation (scale-free thresholds)."""
-    distance = wasserstein(reference_sorted, current)
+    return _normalise(wasserstein(reference_sorted, current), reference_std)
+
+
+def _normalise(distance: float, reference_std: float) -> float:
     return distance / reference_std if reference_std > 0 else (0.0 if distance == 0 else math.inf)
 
 

@@ -1,95 +1,27 @@
-"""Compositions of the stages: the closed-loop demo (and, later, run and retrain).
+"""The stages composed: train or sweep and register, gate and promote, retrain on production labels.
 
-This module decides the order of stages; it does no printing itself. Callers
-pass ``step`` (a context manager factory that announces a step) and ``say``
-(one line of detail), so the CLI, a Ray job and a test can each report their way.
+No printing here: callers pass ``say`` (one line of detail) so the CLI, a Ray
+job and a test each report their way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raymlops.config import ProjectConfig
-from raymlops.data import DatasetVersion, PreparedData
+from raymlops.data import PreparedData
 
 if TYPE_CHECKING:
     from raymlops.evaluate import GateReport
     from raymlops.registry import AliasMove, ModelVersion
     from raymlops.train import TrainResult
 
-__all__ = [
-    "DemoSummary",
-    "PromotionOutcome",
-    "RetrainOutcome",
-    "TrainOutcome",
-    "demo",
-    "gate_and_promote",
-    "packaged_demo_config",
-    "retrain",
-    "train_and_register",
-    "tune_and_register",
-]
 
 Step = Callable[[str], AbstractContextManager[object]]
 Say = Callable[[str], None]
-
-
-def packaged_demo_config() -> Path:
-    """The demo config shipped inside the package (``configs/demo.yaml`` links to it)."""
-    return Path(__file__).with_name("demo.yaml")
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoSummary:
-    """What the demo did, for the final printout and for tests."""
-
-    steps: tuple[tuple[str, bool, str], ...]
-    versions: tuple[DatasetVersion, ...]
-    models: tuple[ModelVersion, ...]
-    gates: tuple[GateReport, ...]
-    mlflow_tracking_uri: str
-    quarantine_uri: str
-    dashboard_url: str | None
-    home: str
-
-    @property
-    def ok(self) -> bool:
-        return all(ok for _, ok, _ in self.steps)
-
-    def render(self) -> str:
-        lines = ["summary", f"  storage home    {self.home}"]
-        for name, ok, detail in self.steps:
-            lines.append(f"  {'ok ' if ok else 'FAILED'} {name}: {detail}")
-        for v in self.versions:
-            lines.append(
-                f"  data version {v.version}: {v.num_rows} rows, digest {v.short_digest}, "
-                f"+{v.num_rows_added} from {Path(v.source_uri).name}, {v.num_rows_quarantined} quarantined"
-            )
-        for m in self.models:
-            lines.append(f"  model           {m.name} version {m.version} (MLflow run {m.run_id}, {m.uri})")
-        for g in self.gates:
-            verdict = "passed" if g.passed else "rejected"
-            lines.append(
-                f"  gate            version {g.challenger_version} {verdict} (report {g.report_id}; "
-                f"`raymlops evaluate {g.model_name}/{g.challenger_version}`)"
-            )
-        lines.append(f"  quarantine      {self.quarantine_uri}")
-        if self.mlflow_tracking_uri.startswith("sqlite:///"):
-            lines.append(
-                f"  MLflow UI       mlflow ui --backend-store-uri {self.mlflow_tracking_uri} --host 127.0.0.1"
-            )
-        if self.dashboard_url:
-            lines.append(f"  Ray dashboard   {self.dashboard_url} (open while a command runs)")
-        lines.append(
-            "  explore         raymlops data versions; raymlops models list; raymlops history; "
-            "raymlops models show NAME/VER"
-        )
-        return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,130 +272,3 @@ def _record_retrain(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(outcome.summary(), sort_keys=True, default=str))
     return outcome
-
-
-def demo(
-    config: ProjectConfig,
-    *,
-    num_rows: int = 5000,
-    step: Step | None = None,
-    say: Say | None = None,
-) -> DemoSummary:
-    """Run every stage that exists on an embedded local Ray (or the configured cluster).
-
-    Steps: generate demo data → ingest a clean batch (a new Delta version) →
-    ingest a batch with broken rows (quarantined with reasons) → prepare the
-    latest version (split, preprocessors, reference profile) → train with Ray
-    Train and register the model in MLflow → run the validation gate against
-    the champion and promote the model when it passes.
-
-    Returns:
-        A ``DemoSummary``; ``ok`` is True only when every step happened.
-    """
-    import pyarrow.csv as pacsv
-
-    from raymlops import data, registry, runtime
-
-    step = step or _silent_step
-    say = say or (lambda _m: None)
-    home = runtime.ensure_home(config)
-    demo_dir = home / "demo"
-    demo_dir.mkdir(parents=True, exist_ok=True)
-    done: list[tuple[str, bool, str]] = []
-    versions: list[DatasetVersion] = []
-    models: list[ModelVersion] = []
-    gates: list[GateReport] = []
-
-    with step("generate demo churn data"):
-        clean_path = demo_dir / "customers.csv"
-        messy_path = demo_dir / "customers_new.csv"
-        pacsv.write_csv(data.generate_demo_data(num_rows, seed=1), clean_path)
-        _write_messy_batch(messy_path, num_rows=max(num_rows // 10, 50), id_offset=num_rows)
-        say(f"{num_rows} clean rows → {clean_path}")
-        say(f"{max(num_rows // 10, 50)} new rows, some broken → {messy_path}")
-        done.append(("generate", True, f"{num_rows} rows + a batch with broken rows"))
-
-    with runtime.session(config) as rt:
-        say(f"Ray dashboard: {rt.dashboard_url}")
-        with step("ingest and validate (Delta version)"):
-            # overwrite: every demo run starts from the same table contents (history is kept)
-            v = data.ingest(str(clean_path), config, mode="overwrite", on_invalid="fail", progress=say)
-            versions.append(v)
-            done.append(("ingest", True, f"version {v.version}, {v.num_rows_added} rows"))
-
-        with step("ingest a batch with broken rows (quarantine)"):
-            v = data.ingest(str(messy_path), config, mode="append", on_invalid="quarantine", progress=say)
-            versions.append(v)
-            done.append(
-                (
-                    "quarantine",
-                    v.num_rows_quarantined > 0,
-                    f"version {v.version}: +{v.num_rows_added} rows, {v.num_rows_quarantined} quarantined",
-                )
-            )
-
-        with step("prepare: split, fit preprocessors, reference profile"):
-            prepared = data.prepare(versions[-1], config)
-            train, validation, test = prepared.split_num_rows
-            say(
-                f"train {train} / validation {validation} / test {test} rows, "
-                f"{prepared.feature_dim} model inputs"
-            )
-            done.append(("prepare", train > 0 and test > 0, f"{train}/{validation}/{test} rows"))
-
-        with step("train with Ray Train and register in MLflow"):
-            outcome = train_and_register(config, prepared=prepared, say=say)
-            for line in outcome.render().splitlines():
-                say(line)
-            beats = (outcome.holdout_accuracy or 0) > (outcome.majority_baseline or 1)
-            done.append(("train", beats, outcome.render().splitlines()[-1]))
-            models.append(outcome.model_version)
-
-        with step("validation gate against the champion, then promote"):
-            mv = outcome.model_version
-            promotion = gate_and_promote(
-                config, f"{mv.name}/{mv.version}", reason="demo: newly trained model", say=say
-            )
-            assert promotion.report is not None
-            for line in promotion.report.summary().splitlines():
-                say(line)
-            champion = registry.champion(config, mv.name)
-            detail = (
-                f"version {mv.version} promoted to champion"
-                if promotion.promoted
-                else f"version {mv.version} rejected; the champion stays "
-                + (f"version {champion.version}" if champion else "unset")
-            )
-            say(detail)
-            gates.append(promotion.report)
-            done.append(("gate", champion is not None, detail))
-        dashboard_url = rt.dashboard_url
-
-    return DemoSummary(
-        steps=tuple(done),
-        versions=tuple(versions),
-        models=tuple(models),
-        gates=tuple(gates),
-        mlflow_tracking_uri=config.mlflow_tracking_uri,
-        quarantine_uri=config.quarantine_uri,
-        dashboard_url=dashboard_url,
-        home=str(home),
-    )
-
-
-def _write_messy_batch(path: Path, *, num_rows: int, id_offset: int) -> None:
-    """New customers where a few rows break the schema in the ways real exports do."""
-    from raymlops import data
-
-    frame = data.generate_demo_data(num_rows, seed=2, id_offset=id_offset).to_pandas()
-    frame = frame.astype({"age": object, "income_k": object})
-    frame.loc[0, "age"] = -4  # out of range
-    frame.loc[1, "plan"] = "platinum"  # unknown category
-    frame.loc[2, "income_k"] = "unknown"  # not a number
-    frame.loc[3, "churned"] = None  # missing label
-    frame.to_csv(path, index=False)
-
-
-@contextlib.contextmanager
-def _silent_step(_title: str) -> Iterator[None]:
-    yield
