@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -139,6 +140,9 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         grace_period=tuning.grace_period,
         reduction_factor=tuning.reduction_factor,
     )
+    # Tune's newer output engine prints an experiment box and result paths even at verbose=0;
+    # the classic reporter is silent at 0, and our own line per trial replaces both
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(tuning.search_space),

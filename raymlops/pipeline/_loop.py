@@ -224,11 +224,14 @@ class ClosedLoop:
         return page.html_path
 
     def stop(self) -> None:
-        from ray import serve
+        """Let the replicas' last log flush reach the monitor, then stop it; Ray's stop ends Serve.
 
+        ``serve.shutdown()`` is skipped on purpose: with the HAProxy ingress it
+        waits out a 30 s timeout here, and stopping the embedded Ray stops Serve anyway.
+        """
         from raymlops import monitor
 
-        serve.shutdown()
+        time.sleep(2 * self.config.serving.log_flush_interval_s + 1)
         monitor.stop(self.config)
 
     def _rows(

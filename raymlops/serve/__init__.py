@@ -92,7 +92,11 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
 
     say = progress or (lambda _m: None)
     serving = config.serving
-    serve.start(http_options={"host": serving.host, "port": serving.port})
+    serve.start(
+        http_options={"host": serving.host, "port": serving.port},
+        # the controller and proxies log every config change at INFO; keep the terminal for warnings
+        logging_config={"log_level": "WARNING", "enable_access_log": serving.access_log},
+    )
     started = time.perf_counter()
     serve.run(app(config), name=config.name, route_prefix=serving.route_prefix, blocking=False)
     endpoint = Endpoint(config.name, endpoint_url(config))
