@@ -3,7 +3,8 @@
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
         python jobs/retrain.py --config configs/demo.yaml
 
-The drift monitor submits the same step (``raymlops retrain``) by itself.
+The drift monitor submits the same step by itself, as ``python -m raymlops.cli retrain`` (the
+package is importable on every node; this folder need not be).
 """
 
 import sys
@@ -14,10 +15,13 @@ from raymlops._internal import entrypoint
 
 def add_arguments(parser):
     parser.add_argument("--labels-after-us", type=int, default=None, help="labels sent after this (µs)")
+    parser.add_argument("--submission-id", default=None, help="write the outcome where the monitor reads it")
 
 
 def run(config, args):
-    outcome = pipeline.retrain(config, labels_after_us=args.labels_after_us, say=entrypoint.say)
+    outcome = pipeline.retrain(
+        config, submission_id=args.submission_id, labels_after_us=args.labels_after_us, say=entrypoint.say
+    )
     return outcome.summary()
 
 

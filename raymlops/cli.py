@@ -352,6 +352,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     retrain.set_defaults(handler=_cmd_retrain)
 
+    submit = sub.add_parser(
+        "submit",
+        help="run a jobs/ entrypoint as a Ray job on a cluster and follow its log",
+        description=(
+            "Submit `python jobs/JOB.py --config CONFIG [ARGS]` through the Ray Jobs API at --address "
+            "(default: RAY_ADDRESS, else http://127.0.0.1:8265) with this folder as the working "
+            "directory (the storage home, .git and caches excluded), print the job's log as it grows "
+            "and exit 0 when the job succeeds, 1 when it fails or is stopped. Extra arguments after "
+            "`--` go to the job, e.g. `raymlops submit pipeline -- --sweep`."
+        ),
+    )
+    submit.add_argument("job", choices=("pipeline", "ingest", "train", "tune", "retrain", "deploy"))
+    submit.add_argument("--address", help="the Ray dashboard / Jobs API URL")
+    _add_config(submit)
+    submit.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the job, after --")
+    submit.set_defaults(handler=_cmd_submit)
+
     monitor_cmd = sub.add_parser(
         "monitor",
         help="drift monitoring: report, status, start, stop",
@@ -879,7 +896,9 @@ def _cmd_serve_build(args: argparse.Namespace) -> int:
 
     config = _config(args)
     path_in_app = args.config_path_in_app or args.config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
-    text = yaml.safe_dump(serve.serve_config(config, path_in_app), sort_keys=False)
+    # with monitoring, the builder in raymlops.pipeline starts the drift monitor beside the endpoint
+    builder = "raymlops.pipeline:build_app" if config.monitoring.enabled else "raymlops.serve:build_app"
+    text = yaml.safe_dump(serve.serve_config(config, path_in_app, import_path=builder), sort_keys=False)
     Path(args.output).write_text(
         "# Ray Serve config for raymlops (`raymlops serve build`): `serve deploy` this file, or paste it\n"
         "# under a RayService's spec.serveConfigV2.\n" + text
@@ -954,6 +973,15 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         return 0
 
     return _with_runtime(config, run)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from raymlops._internal.submit import submit_and_follow
+
+    config = _config(args)
+    path = args.config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
+    extra = [a for a in args.job_args if a != "--"] if args.job_args else []
+    return submit_and_follow(args.job, config, path, address=args.address, job_args=extra)
 
 
 def _monitor_config(args: argparse.Namespace) -> ProjectConfig:

@@ -382,6 +382,9 @@ class ServingConfig(_Section):
     max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
     unknown_category: Literal["reject", "allow"] = "reject"
     ingress: Literal["haproxy", "python"] = "haproxy"  # Ray Serve's HTTP ingress on an embedded Ray
+    # how long a stopping replica stays reachable behind HAProxy (Ray's 30 s suits cloud load balancers;
+    # on one node HAProxy deregisters it at once and retries refused connections elsewhere)
+    drain_period_s: Annotated[float, Field(ge=0)] = 5.0
     auth_token_env: str | None = None  # name of the env var holding the bearer token
     access_log: bool = False
     max_request_bytes: Annotated[int, Field(ge=1024)] = 4_000_000  # larger bodies → 413

@@ -212,6 +212,8 @@ def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        # a stopping replica otherwise waits 30 s before it closes (every redeploy, scale-in, shutdown)
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": repr(config.serving.drain_period_s),
     }
 
 

@@ -281,9 +281,11 @@ def run(
             # Ray Train logs every report and checkpoint at INFO; rank 0 prints one line per epoch instead
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
+        # encoded once here, on the driver's warm Ray Data workers: every epoch then reads
+        # finished blocks instead of re-running the preprocessor in fresh worker processes
         datasets={
-            "train": model_inputs(prepared.train, prepared, task),
-            "validation": model_inputs(prepared.validation, prepared, task),
+            "train": _materialize_in_order(model_inputs(prepared.train, prepared, task)),
+            "validation": _materialize_in_order(model_inputs(prepared.validation, prepared, task)),
         },
         dataset_config=DataConfig(execution_options=_ordered_execution()),
     )
@@ -423,6 +425,19 @@ def _loop_config(config: ProjectConfig, prepared: PreparedData, overrides: dict[
             )
         values[key] = list(value) if isinstance(value, tuple) else value
     return values
+
+
+def _materialize_in_order(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Execute now, keeping block order, so two runs see the same rows in the same order."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        return ds.materialize()
+    finally:
+        ctx.execution_options.preserve_order = before
 
 
 def _ordered_execution() -> Any:

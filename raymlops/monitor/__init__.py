@@ -28,6 +28,7 @@ from raymlops.monitor._stats import (
     jensen_shannon,
     ks,
     normalised_wasserstein,
+    numeric_statistics,
     psi,
     wasserstein,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ks",
     "labelled_rows",
     "normalised_wasserstein",
+    "numeric_statistics",
     "psi",
     "start",
     "stop",

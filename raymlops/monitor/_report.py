@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,6 +152,21 @@ def _test(ref: _NumericRef | _CategoricalRef, values: pd.Series) -> tuple[float,
     return jensen_shannon(ref_counts, cur_counts), None
 
 
+PARALLEL_MIN_ROWS = 100_000  # below this a thread pool costs more than it saves
+
+
+def _run_tests(
+    refs: list[tuple[str, _NumericRef | _CategoricalRef]], window: pd.DataFrame
+) -> list[tuple[float, float | None]]:
+    """Every feature's test; on large windows features run on a thread pool (NumPy releases the GIL)."""
+    if len(window) < PARALLEL_MIN_ROWS or len(refs) < 2:
+        return [_test(ref, window[name]) for name, ref in refs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(refs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda item: _test(item[1], window[item[0]]), refs))
+
+
 def _verdict(
     test_name: str, statistic: float, p_value: float | None, p_threshold: float
 ) -> tuple[float, bool]:
@@ -181,7 +197,7 @@ def drift_report(
         *reference.numeric.items(),
         *reference.categorical.items(),
     ]
-    raw = [_test(ref, window[name]) for name, ref in refs]
+    raw = _run_tests(refs, window)
     adjusted = corrected([p if p is not None else math.nan for _, p in raw], monitoring.correction)
     features = []
     for (name, ref), (statistic, raw_p), p_adj in zip(refs, raw, adjusted, strict=True):

@@ -272,3 +272,73 @@ def _record_retrain(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(outcome.summary(), sort_keys=True, default=str))
     return outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOutcome:
+    """One pass of the pipeline: the data version, the trained model, the gate, the endpoint."""
+
+    data_version: int
+    trained: TrainOutcome
+    promotion: PromotionOutcome
+    endpoint_url: str | None
+
+    def summary(self) -> dict[str, object]:
+        report = self.promotion.report
+        return {
+            "data_version": self.data_version,
+            **self.trained.summary(),
+            "gate_passed": report.passed if report else None,
+            "gate_report_id": report.report_id if report else None,
+            "promoted": self.promotion.promoted,
+            "endpoint_url": self.endpoint_url,
+        }
+
+
+def run(
+    config: ProjectConfig,
+    *,
+    source: str | None = None,
+    sweep: bool = False,
+    deploy_endpoint: bool = True,
+    say: Say | None = None,
+) -> PipelineOutcome:
+    """Ingest → prepare → train (or sweep) → gate → promote → deploy, as one job.
+
+    ``source`` (default ``data.source``) is ingested as a new data version
+    first; without one the latest version is used. The endpoint and the drift
+    monitor outlive the calling process (a Ray job ends, they keep serving).
+    Needs a running Ray.
+    """
+    from raymlops import data
+
+    say = say or (lambda _m: None)
+    source = source or config.data.source
+    if source:
+        data.ingest(source, config, progress=say)
+    prepared = _prepare(config, None, say)
+    trained = (tune_and_register if sweep else train_and_register)(config, prepared=prepared, say=say)
+    mv = trained.model_version
+    promotion = gate_and_promote(
+        config, f"{mv.name}/{mv.version}", reason="pipeline: newly trained model", say=say
+    )
+    if promotion.report is not None:
+        say(promotion.report.summary().splitlines()[0])
+    url = deploy(config, say=say) if deploy_endpoint else None
+    return PipelineOutcome(prepared.dataset_version.version, trained, promotion, url)
+
+
+def deploy(config: ProjectConfig, *, jobs_address: str | None = None, say: Say | None = None) -> str:
+    """Start the drift monitor (when ``monitoring.enabled``) and deploy the endpoint; returns its URL.
+
+    Both are detached: they keep running after the calling process or job
+    ends. ``jobs_address`` is where the monitor submits retrain jobs (default:
+    this cluster's dashboard).
+    """
+    from raymlops import monitor, serve
+
+    say = say or (lambda _m: None)
+    if config.monitoring.enabled:
+        monitor.start(config, jobs_address=jobs_address)
+        say(f"drift monitor {config.monitor_actor_name} running")
+    return serve.deploy(config, progress=say).url

@@ -164,11 +164,15 @@ def shutdown(config: ProjectConfig) -> None:
     serve.delete(config.name)
 
 
-def serve_config(config: ProjectConfig, config_path: str) -> dict[str, Any]:
+def serve_config(
+    config: ProjectConfig, config_path: str, *, import_path: str = "raymlops.serve:build_app"
+) -> dict[str, Any]:
     """A Serve config file (``serve deploy``, KubeRay ``serveConfigV2``) for this project.
 
     ``config_path`` is where the project config will be, relative to the
     working directory of the Serve application (the image or ``--working-dir``).
+    ``import_path`` names the application builder (``raymlops.pipeline:build_app``
+    also starts the drift monitor).
     """
     from raymlops.serve._options import deployment_options
 
@@ -181,7 +185,7 @@ def serve_config(config: ProjectConfig, config_path: str) -> dict[str, Any]:
             {
                 "name": config.name,
                 "route_prefix": serving.route_prefix,
-                "import_path": "raymlops.serve:build_app",
+                "import_path": import_path,
                 "args": {"config": config_path},
                 "deployments": [deployment],
             }

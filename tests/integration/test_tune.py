@@ -11,19 +11,19 @@ from raymlops import data, registry, tune
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
 
-def test_sweep_of_four_trials_stops_some_early_and_registers_the_best(tmp_path, make_config):
+def test_sweep_stops_the_trials_that_fall_behind_and_registers_the_best(tmp_path, make_config):
     cfg = make_config(
-        training={"num_workers": 1, "epochs": 4, "cpus_per_worker": 0.5, "batch_size": 256},
+        training={"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5, "batch_size": 256},
         tuning={
             # ASHA is asynchronous: a trial stops when it is behind the trials that reached the
-            # same rung before it. A grid run one at a time, good learning rates first, makes
+            # same rung before it. A grid run one at a time, a good learning rate first, makes
             # the two tiny ones certainly behind after one epoch (random order made this flaky).
             "num_samples": 1,
             "max_concurrent_trials": 1,
             "grace_period": 1,
             "reduction_factor": 2,
             "search_space": {
-                "learning_rate": {"type": "grid", "values": [0.02, 0.01, 0.0001, 0.00005]},
+                "learning_rate": {"type": "grid", "values": [0.02, 0.0001, 0.00005]},
             },
         },
     )
@@ -32,10 +32,10 @@ def test_sweep_of_four_trials_stops_some_early_and_registers_the_best(tmp_path, 
     lines: list[str] = []
     sweep = tune.run(prepared, cfg, progress=lines.append)
 
-    assert len(sweep.trials) == 4
+    assert len(sweep.trials) == 3
     stopped = {t.hyperparameters["learning_rate"] for t in sweep.trials if t.status == "STOPPED"}
     assert {0.0001, 0.00005} <= stopped, [(t.status, t.epochs_run, t.hyperparameters) for t in sweep.trials]
-    assert all(t.epochs_run < 4 for t in sweep.trials if t.status == "STOPPED")
+    assert all(t.epochs_run < 3 for t in sweep.trials if t.status == "STOPPED")
     best = min((t for t in sweep.trials if t.status == "FINISHED"), key=lambda t: t.best_val_loss)
     assert sweep.best.run_id == best.run_id
     assert sweep.best.metrics["val_loss"] == pytest.approx(best.best_val_loss)
