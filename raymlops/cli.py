@@ -27,7 +27,15 @@ EXIT_USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raymlops`` command; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `raymlops submit JOB [options] -- ARGS`: what follows `--` belongs to the job, not to us
+    passed: list[str] = []
+    if "--" in words and words[:1] == ["submit"]:
+        cut = words.index("--")
+        words, passed = words[:cut], words[cut + 1 :]
+    args = parser.parse_args(words)
+    if passed:
+        args.job_args = passed
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USER_ERROR
@@ -366,7 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("job", choices=("pipeline", "ingest", "train", "tune", "retrain", "deploy"))
     submit.add_argument("--address", help="the Ray dashboard / Jobs API URL")
     _add_config(submit)
-    submit.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the job, after --")
+    submit.set_defaults(job_args=[])  # the words after `--` (main() splits them off)
     submit.set_defaults(handler=_cmd_submit)
 
     monitor_cmd = sub.add_parser(
@@ -980,8 +988,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     config = _config(args)
     path = args.config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
-    extra = [a for a in args.job_args if a != "--"] if args.job_args else []
-    return submit_and_follow(args.job, config, path, address=args.address, job_args=extra)
+    return submit_and_follow(args.job, config, path, address=args.address, job_args=args.job_args)
 
 
 def _monitor_config(args: argparse.Namespace) -> ProjectConfig:
