@@ -41,21 +41,33 @@ class ReportPage:
     table: str
 
 
+COLUMNS = ("feature", "kind", "test", "statistic", "p-value", "threshold", "verdict", "values")
+
+
+def _tested(report: DriftReport) -> tuple[FeatureDrift, ...]:
+    """Every feature's result, then the prediction's (when the report has one)."""
+    return (*report.features, *([report.prediction] if report.prediction else []))
+
+
+def _cells(f: FeatureDrift) -> tuple[str, ...]:
+    """One result as the table's cells, in ``COLUMNS`` order."""
+    return (
+        f.feature + (" (critical)" if f.critical else ""),
+        f.kind,
+        f.test,
+        _number(f.statistic),
+        _number(f.p_value) if f.p_value is not None else "-",
+        _number(f.threshold),
+        "DRIFT" if f.drifted else "ok",
+        str(f.num_values),
+    )
+
+
 def table_text(report: DriftReport) -> str:
     """The per-feature table, one line per feature, drifted ones marked."""
-    rows = [("feature", "kind", "test", "statistic", "p-value", "threshold", "verdict")]
-    for f in (*report.features, *([report.prediction] if report.prediction else [])):
-        rows.append(
-            (
-                f.feature + (" (critical)" if f.critical else ""),
-                f.kind,
-                f.test,
-                _number(f.statistic),
-                _number(f.p_value) if f.p_value is not None else "-",
-                _number(f.threshold),
-                "DRIFT" if f.drifted else "ok",
-            )
-        )
+    rows: list[tuple[str, ...]] = [COLUMNS[:-1]]
+    for f in _tested(report):
+        rows.append(_cells(f)[:-1])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -70,7 +82,7 @@ def render_html(
 ) -> str:
     """One HTML page: facts, the verdict, the statistics table and a histogram per feature."""
     cards = []
-    for f in (*report.features, *([report.prediction] if report.prediction else [])):
+    for f in _tested(report):
         ref = reference.prediction if f.feature == "prediction" else _ref(reference, f.feature)
         if ref is None or f.feature not in window.columns:
             continue
@@ -104,26 +116,13 @@ table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ccc;padd
 
 
 def _stats_table(report: DriftReport) -> str:
-    names = ("feature", "kind", "test", "statistic", "p-value", "threshold", "verdict", "values")
-    head = "<tr>" + "".join(f"<th>{h}</th>" for h in names)
-    rows = []
-    for f in (*report.features, *([report.prediction] if report.prediction else [])):
-        rows.append(_stats_row(f))
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in COLUMNS)
+    rows = [_stats_row(f) for f in _tested(report)]
     return f"<table>{head}</tr>{''.join(rows)}</table>"
 
 
 def _stats_row(f: FeatureDrift) -> str:
-    cells = (
-        f.feature + (" (critical)" if f.critical else ""),
-        f.kind,
-        f.test,
-        _number(f.statistic),
-        _number(f.p_value) if f.p_value is not None else "-",
-        _number(f.threshold),
-        "DRIFT" if f.drifted else "ok",
-        str(f.num_values),
-    )
-    inner = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+    inner = "".join(f"<td>{html.escape(c)}</td>" for c in _cells(f))
     return f'<tr class="{"drift" if f.drifted else ""}">{inner}</tr>'
 
 
