@@ -16,6 +16,8 @@ from raymlops.errors import (
     DataIntegrityError,
     DataSourceError,
     DataValidationError,
+    InsufficientResourcesError,
+    MonitoringError,
     PromotionError,
     RayMLOpsError,
     RuntimeStartError,
@@ -31,6 +33,8 @@ __all__ = [
     "DataIntegrityError",
     "DataSourceError",
     "DataValidationError",
+    "InsufficientResourcesError",
+    "MonitoringError",
     "ProjectConfig",
     "PromotionError",
     "RayMLOpsError",
@@ -41,13 +45,17 @@ __all__ = [
     "data",
     "evaluate",
     "load_config",
+    "monitor",
     "parse_config",
     "pipeline",
     "registry",
     "runtime",
+    "serve",
+    "train",
+    "tune",
 ]
 
-_LAZY = {"data", "evaluate", "pipeline", "registry", "runtime"}
+_LAZY = {"data", "evaluate", "monitor", "pipeline", "registry", "runtime", "serve", "train", "tune"}
 
 
 def __getattr__(name: str) -> Any:
