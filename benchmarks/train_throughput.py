@@ -1,0 +1,138 @@
+"""Training throughput: the Ray Train loop (1 and 2 workers) side by side with a plain PyTorch loop.
+
+The same data, model, batch size and optimizer for all: demo churn rows
+ingested and prepared by raymlops (the fitted preprocessor's features), the
+MLP of `model`, Adam. The plain loop runs in this process on one torch thread
+(a Ray Train worker with 0.5 CPU gets one too). Ray Train is timed at two epoch
+counts; the difference gives the steady-state seconds per epoch, and what is
+left of the short fit is the fixed start-up (worker group, process group,
+dataset setup, MLflow run, checkpoints). Early stopping is off.
+
+    python benchmarks/train_throughput.py                  # 100k rows, ~4 min
+    python benchmarks/train_throughput.py --rows 20000
+
+Results print as a table and go to ``benchmarks/results/train_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).with_name("results") / "train_throughput.json"
+
+
+def _plain_torch(prepared, config, epochs: int) -> float:
+    """Seconds per epoch of a plain PyTorch loop over the same encoded rows (after one warm-up epoch)."""
+    import torch
+
+    from raymlops.train import build_model, model_inputs
+
+    torch.set_num_threads(1)
+    rows = model_inputs(prepared.train, prepared, config.model.task).to_pandas()
+    x = torch.tensor(np.stack(rows["x"].to_numpy()), dtype=torch.float32)
+    y = torch.tensor(rows["y"].to_numpy(), dtype=torch.float32)
+    model = build_model(x.shape[1], 1, tuple(config.model.hidden_sizes), config.model.dropout, None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.training.learning_rate)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    batch = config.training.batch_size
+    times = []
+    for _ in range(epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(len(x))
+        model.train()
+        for i in range(0, len(x), batch):
+            index = order[i : i + batch]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x[index]).squeeze(-1), y[index])
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def _ray_train(prepared, config, workers: int, epochs: int) -> float:
+    from raymlops import train
+
+    training = config.training.model_copy(
+        update={"num_workers": workers, "epochs": epochs, "early_stopping_patience": 0}
+    )
+    start = time.perf_counter()
+    train.run(prepared, config.model_copy(update={"training": training}))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--short", type=int, default=1, help="epochs of the short fit")
+    parser.add_argument("--long", type=int, default=4, help="epochs of the long fit")
+    args = parser.parse_args()
+    os.environ.setdefault("RAYMLOPS_HOME", tempfile.mkdtemp(prefix="rmo-bench-train-"))
+    import pyarrow.parquet as pq
+
+    from raymlops import data, runtime
+    from raymlops.config import load_config
+    from raymlops.pipeline import packaged_demo_config
+
+    config = load_config(packaged_demo_config())
+    source = Path(os.environ["RAYMLOPS_HOME"]) / "rows.parquet"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data.generate_demo_data(args.rows, seed=7), source)
+    out = []
+    with runtime.session(config, log_to_driver=False):
+        prepared = data.prepare(data.ingest(str(source), config, mode="overwrite"), config)
+        num_train = prepared.split_num_rows[0]
+        plain_s = _plain_torch(prepared, config, args.long)
+        out.append({"variant": "plain PyTorch", "workers": 1, "epoch_s": plain_s, "startup_s": 0.0})
+        for workers in (1, 2):
+            short = _ray_train(prepared, config, workers, args.short)
+            long = _ray_train(prepared, config, workers, args.long)
+            epoch_s = (long - short) / (args.long - args.short)
+            out.append(
+                {
+                    "variant": "Ray Train",
+                    "workers": workers,
+                    "epoch_s": epoch_s,
+                    "startup_s": short - args.short * epoch_s,
+                    "fit_s": {str(args.short): short, str(args.long): long},
+                }
+            )
+    training = config.training
+    print(f"{num_train:,} training rows, batch {training.batch_size}, MLP {config.model.hidden_sizes}")
+    header = ("variant", "workers", "s/epoch", "samples/s", "x plain", "start-up s")
+    print(f"{header[0]:<14} {header[1]:>7} {header[2]:>8} {header[3]:>10} {header[4]:>8} {header[5]:>10}")
+    for row in out:
+        row["samples_per_s"] = num_train / row["epoch_s"]
+        row["ratio_vs_plain"] = plain_s / row["epoch_s"]
+        print(
+            f"{row['variant']:<14} {row['workers']:>7} {row['epoch_s']:>8.2f} {row['samples_per_s']:>10,.0f} "
+            f"{row['ratio_vs_plain']:>8.2f} {row['startup_s']:>10.1f}"
+        )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "rows": args.rows,
+                "training_rows": num_train,
+                "epochs": [args.short, args.long],
+                "results": out,
+            },
+            indent=1,
+        )
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
