@@ -13,7 +13,7 @@ from raymlops._internal import entrypoint
 
 
 def run(config, args):
-    return {"endpoint_url": pipeline.deploy(config, say=entrypoint.say)}
+    return {"endpoint_url": pipeline.deploy(config, say=entrypoint.say).url}
 
 
 if __name__ == "__main__":

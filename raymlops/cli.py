@@ -371,7 +371,9 @@ def _parser() -> argparse.ArgumentParser:
             "`--` go to the job, e.g. `raymlops submit pipeline -- --sweep`."
         ),
     )
-    submit.add_argument("job", choices=("pipeline", "ingest", "train", "tune", "retrain", "deploy"))
+    from raymlops._internal.submit import JOBS
+
+    submit.add_argument("job", choices=JOBS)
     submit.add_argument("--address", help="the Ray dashboard / Jobs API URL")
     _add_config(submit)
     submit.set_defaults(job_args=[])  # the words after `--` (main() splits them off)
@@ -837,20 +839,14 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from raymlops import registry, runtime, serve
+    from raymlops import pipeline, registry, runtime
 
     config = _config(args)
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     rt = runtime.start(config)
     try:
-        if config.monitoring.enabled:
-            from raymlops import monitor
-
-            monitor.start(config)
-            jobs = rt.dashboard_url or "no Jobs API (no dashboard): retraining cannot be submitted"
-            _say(f"drift monitor {config.monitor_actor_name} running; retrain jobs go to {jobs}")
-        endpoint = serve.deploy(config, progress=_say)
+        endpoint = pipeline.deploy(config, jobs_address=rt.dashboard_url, say=_say)
         rollout = registry.rollout(config)
         print(endpoint.render())
         if rollout.champion_version is None:
@@ -1011,7 +1007,7 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     import json
 
     from raymlops.errors import MonitoringError
-    from raymlops.monitor import MonitorState
+    from raymlops.monitor import DriftPolicy, MonitorState
 
     config = _monitor_config(args)
     state = MonitorState.load(config.monitor_dir / "state.json")
@@ -1023,7 +1019,10 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     retraining = config.retraining
     cooldown = "none"
     if state.last_retrain_s is not None:
-        left = retraining.cooldown_s - (time.time() - state.last_retrain_s)
+        policy = DriftPolicy(
+            config.monitoring.consecutive_windows, retraining.cooldown_s, state.streak, state.last_retrain_s
+        )
+        left = policy.cooldown_left_s(time.time())
         cooldown = f"{left:.0f} s left" if left > 0 else "over"
     print(f"model          {config.name}, champion version {state.champion_version}")
     print(f"last check     {state.last_check_at or 'never'} ({state.num_restarts} restarts)")

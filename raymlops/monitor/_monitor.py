@@ -30,28 +30,23 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
+import shlex
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from raymlops.config import ProjectConfig
-from raymlops.monitor._production import read_delta
+from raymlops.monitor._production import read_delta, utc_us
 from raymlops.monitor._report import DriftPolicy, DriftReport, Reference, drift_report
 from raymlops.monitor._state import JOB_DONE, JOB_PENDING, JOB_SUBMITTED, JobRecord, MonitorState
-from raymlops.serve._log import MONITOR_ROW, RECORD_INDEX, REQUEST_ID, TS, inference_log_schema
-
-if TYPE_CHECKING:
-    pass
-
-_LOG = logging.getLogger("raymlops.monitor")
+from raymlops.serve._log import MONITOR_ROW, RECORD_INDEX, REQUEST_ID, TS, delta_sink, inference_log_schema
 
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
 MAX_UNMATCHED_LABELS = 100_000  # labels whose prediction is not logged yet, kept for the next check
@@ -133,6 +128,7 @@ class Monitor:
         self._champion_version = champion or self._registry_champion
         self._load_reference = load_reference or self._registry_reference
         self.schema = inference_log_schema(config)
+        self._append = delta_sink(config.inference_log_uri)
         self.state_path = config.monitor_dir / "state.json"
         self.windows_path = config.monitor_dir / "windows.jsonl"
         self.state = MonitorState()
@@ -165,7 +161,7 @@ class Monitor:
             recent = read_delta(
                 self.config.inference_log_uri,
                 [REQUEST_ID, RECORD_INDEX, TS, "model_version", "prediction", MONITOR_ROW],
-                pads.field(TS) >= pa.scalar(cutoff_us, pa.timestamp("us", tz="UTC")),
+                pads.field(TS) >= utc_us(cutoff_us),
             )
             if recent is not None and recent.num_rows:
                 for rid, ts in zip(
@@ -204,9 +200,7 @@ class Monitor:
                 first = self.state.next_row
                 rows = pa.array(np.arange(first, first + new.num_rows, dtype=np.int64))
                 new = new.set_column(new.schema.get_field_index(MONITOR_ROW), MONITOR_ROW, rows)
-                _append_delta(
-                    self.config.inference_log_uri, new
-                )  # raises: nothing acknowledged, nothing counted
+                self._append(new)  # raises: nothing acknowledged, nothing counted
                 self.state.next_row = first + new.num_rows
                 now_s = self.clock()
                 for rid in new.column(REQUEST_ID).to_pylist():
@@ -270,7 +264,7 @@ class Monitor:
             self.state.closed_rows = self.state.next_row
             self._open, self._num_open = [], 0
             self.state.labelled = []
-            self.state.streak = self.policy.streak = 0
+            self.policy.streak = 0
         self.state.champion_version = version
 
     def _registry_champion(self) -> int | None:
@@ -306,7 +300,6 @@ class Monitor:
         frame = window.to_pandas()
         report = drift_report(self.reference, frame, time_column=TS)
         decision = self.policy.observe(report, now_s, busy=self._busy())
-        self.state.streak, self.state.last_retrain_s = self.policy.streak, self.policy.last_retrain_s
         self.state.num_windows += 1
         self.state.num_drifted_windows += int(report.drifted)
         self.state.last_report = report.to_dict()
@@ -367,7 +360,7 @@ class Monitor:
         fresh = read_delta(
             self.config.feedback_uri,
             [REQUEST_ID, RECORD_INDEX, TS, "label"],
-            pads.field(TS) > pa.scalar(cursor, pa.timestamp("us", tz="UTC")),
+            pads.field(TS) > utc_us(cursor),
         )
         waiting, self._unmatched = self._unmatched, []
         if fresh is not None and fresh.num_rows:
@@ -438,8 +431,7 @@ class Monitor:
         self.state.last_performance = record
         if held:
             return text + f": degraded, but {held}"
-        self.policy.last_retrain_s = self.state.last_retrain_s = now_s
-        self.policy.streak = self.state.streak = 0
+        self.policy.last_retrain_s, self.policy.streak = now_s, 0
         reason = f"{text}: worse by {worse:.4f} > monitoring.performance_drop {drop}"
         return text + "; " + self._trigger(reason, now_s)
 
@@ -474,7 +466,7 @@ class Monitor:
             detail = str(result.get("detail", message)) if result is not None else message
             self._finish(job, "failed", f"job {status}: {detail}")
         # the cooldown runs from the job's end too: a retrain's effect needs fresh windows to judge
-        self.policy.last_retrain_s = self.state.last_retrain_s = now_s
+        self.policy.last_retrain_s = now_s
         return [f"job {job.submission_id}: {status}, outcome {job.outcome}: {job.detail}"]
 
     def _finish(self, job: JobRecord, outcome: str, detail: str) -> None:
@@ -533,7 +525,7 @@ class Monitor:
         ]
         if since is not None:
             command += ["--labels-after-us", str(since)]
-        return " ".join(_quote(c) for c in command)
+        return shlex.join(command)
 
     def job_env(self) -> dict[str, str]:
         from raymlops.config import ENV_HOME
@@ -559,6 +551,8 @@ class Monitor:
             self._predictions = {k: v for k, v in self._predictions.items() if v[2] >= cutoff}
 
     def _save(self) -> None:
+        """Persist the state; the policy's streak and last trigger are copied in (the policy owns them)."""
+        self.state.streak, self.state.last_retrain_s = self.policy.streak, self.policy.last_retrain_s
         self.state.save(self.state_path)
 
     def status(self) -> dict[str, Any]:
@@ -572,11 +566,7 @@ class Monitor:
             body["outcomes"] = self.state.outcomes()
             body["baseline"] = {live_metric_name(self.config): self.baseline}
             body["window_size"] = self.monitoring.window_size
-            body["cooldown_left_s"] = (
-                max(0.0, self.retraining.cooldown_s - (self.clock() - self.state.last_retrain_s))
-                if self.state.last_retrain_s is not None
-                else 0.0
-            )
+            body["cooldown_left_s"] = self.policy.cooldown_left_s(self.clock())
             return body
 
 
@@ -598,17 +588,5 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def _append_delta(uri: str, table: pa.Table) -> None:
-    from deltalake import write_deltalake
-
-    write_deltalake(uri, table, mode="append")
-
-
 def _iso(now_s: float) -> str:
     return dt.datetime.fromtimestamp(now_s, dt.UTC).isoformat(timespec="seconds")
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

@@ -47,19 +47,13 @@ def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) 
     labels = read_delta(
         config.feedback_uri,
         [REQUEST_ID, RECORD_INDEX, TS, "label"],
-        pads.field(TS) > pa.scalar(after, pa.timestamp("us", tz="UTC")),
+        pads.field(TS) > utc_us(after),
     )
     if labels is None or labels.num_rows == 0:
         return LabelledRows(empty, None, 0)
     through = int(pc.max(pc.cast(labels.column(TS), pa.int64())).as_py())
-    # the latest label per record: sort by time, keep the last of each key
-    labels = labels.sort_by([(REQUEST_ID, "ascending"), (RECORD_INDEX, "ascending"), (TS, "ascending")])
-    keys = pc.binary_join_element_wise(
-        labels.column(REQUEST_ID), pc.cast(labels.column(RECORD_INDEX), pa.string()), "\x1f"
-    )
-    following = pa.concat_arrays([keys.combine_chunks().slice(1), pa.array([None], pa.string())])
-    last = pc.fill_null(pc.not_equal(keys.combine_chunks(), following), True)
-    labels = labels.filter(last).drop_columns([TS]).rename_columns([REQUEST_ID, RECORD_INDEX, label_name])
+    labels = _one_per_key(labels.sort_by(TS), "max")  # the latest label of each record
+    labels = labels.drop_columns([TS]).rename_columns([REQUEST_ID, RECORD_INDEX, label_name])
     # the time column is not part of a request: a production row's time is when it was answered
     logged_columns = [c for c in target.names if c not in (label_name, schema.time_column)]
     logged = read_delta(
@@ -69,7 +63,7 @@ def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) 
     )
     if logged is None or logged.num_rows == 0:
         return LabelledRows(empty, through, labels.num_rows)
-    logged = _first_per_key(logged)
+    logged = _one_per_key(logged, "min")  # the log is de-duplicated; this guards older logs
     joined = logged.join(labels, [REQUEST_ID, RECORD_INDEX], join_type="inner")
     if schema.time_column:
         joined = joined.append_column(schema.time_column, joined.column(TS))
@@ -77,11 +71,11 @@ def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) 
     return LabelledRows(table, through, labels.num_rows)
 
 
-def _first_per_key(table: pa.Table) -> pa.Table:
-    """One row per (request id, record index): the log is de-duplicated, this guards older logs."""
+def _one_per_key(table: pa.Table, pick: str) -> pa.Table:
+    """One row per (request id, record index): the first (``min``) or last (``max``) in table order."""
     grouped = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
-    first = grouped.group_by([REQUEST_ID, RECORD_INDEX]).aggregate([("_i", "min")])
-    return table.take(first.column("_i_min"))
+    chosen = grouped.group_by([REQUEST_ID, RECORD_INDEX]).aggregate([("_i", pick)])
+    return table.take(chosen.column(f"_i_{pick}"))
 
 
 def read_delta(uri: str, columns: list[str] | None, filter: pads.Expression) -> pa.Table | None:
@@ -94,3 +88,8 @@ def read_delta(uri: str, columns: list[str] | None, filter: pads.Expression) -> 
     except TableNotFoundError:
         return None
     return table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+
+def utc_us(value: int) -> pa.Scalar:
+    """Microseconds since the epoch as a UTC timestamp, to compare with the logs' ``ts`` column."""
+    return pa.scalar(value, pa.timestamp("us", tz="UTC"))

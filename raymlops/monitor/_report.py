@@ -28,9 +28,7 @@ from raymlops.monitor._stats import (
     frequency_table,
     get_test,
     jensen_shannon,
-    ks,
-    normalised_wasserstein,
-    psi,
+    numeric_statistics,
 )
 
 if TYPE_CHECKING:
@@ -140,12 +138,11 @@ def _prepare(profile: ReferenceProfile, name: str, override: str | None) -> _Num
 def _test(ref: _NumericRef | _CategoricalRef, values: pd.Series) -> tuple[float, float | None]:
     """The reference's test on one column of a window: (statistic, p-value or None)."""
     if isinstance(ref, _NumericRef):
+        profile = ref.profile
         numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        if ref.test == "psi":
-            return psi(ref.profile.bin_edges, ref.profile.counts, numbers), None
-        if ref.test == "ks":
-            return ks(ref.sorted_sample, numbers)
-        return normalised_wasserstein(ref.sorted_sample, numbers, ref.profile.std), None
+        return numeric_statistics(
+            ref.sorted_sample, profile.bin_edges, profile.counts, profile.std, numbers, (ref.test,)
+        )[ref.test]
     _, ref_counts, cur_counts = frequency_table(ref.counts, values.tolist())
     if ref.test == "chi2":
         return chi2(ref_counts, cur_counts)
@@ -167,13 +164,28 @@ def _run_tests(
         return list(pool.map(lambda item: _test(item[1], window[item[0]]), refs))
 
 
-def _verdict(
-    test_name: str, statistic: float, p_value: float | None, p_threshold: float
-) -> tuple[float, bool]:
-    test = get_test(test_name)
+def _result(
+    name: str,
+    ref: _NumericRef | _CategoricalRef,
+    statistic: float,
+    p_value: float | None,
+    values: pd.Series,
+    *,
+    p_threshold: float,
+    critical: bool,
+) -> FeatureDrift:
+    """One column's test as a ``FeatureDrift``: the threshold that applies to it and the verdict."""
+    test = get_test(ref.test)
     if test.uses_p_value:
-        return p_threshold, p_value is not None and math.isfinite(p_value) and p_value < p_threshold
-    return test.threshold, math.isfinite(statistic) and statistic >= test.threshold
+        threshold = p_threshold
+        drifted = p_value is not None and math.isfinite(p_value) and p_value < p_threshold
+    else:
+        threshold = test.threshold
+        drifted = math.isfinite(statistic) and statistic >= threshold
+    kind = "numeric" if isinstance(ref, _NumericRef) else "categorical"
+    return FeatureDrift(
+        name, kind, ref.test, statistic, p_value, threshold, drifted, critical, int(values.notna().sum())
+    )
 
 
 def drift_report(
@@ -199,38 +211,31 @@ def drift_report(
     ]
     raw = _run_tests(refs, window)
     adjusted = corrected([p if p is not None else math.nan for _, p in raw], monitoring.correction)
-    features = []
-    for (name, ref), (statistic, raw_p), p_adj in zip(refs, raw, adjusted, strict=True):
-        p_value = p_adj if raw_p is not None else None
-        threshold, drifted = _verdict(ref.test, statistic, p_value, monitoring.p_value_threshold)
-        features.append(
-            FeatureDrift(
-                name,
-                "numeric" if isinstance(ref, _NumericRef) else "categorical",
-                ref.test,
-                statistic,
-                p_value,
-                threshold,
-                drifted,
-                name in reference.critical,
-                int(window[name].notna().sum()),
-            )
+    p_threshold = monitoring.p_value_threshold
+    features = [
+        _result(
+            name,
+            ref,
+            statistic,
+            p_adj if raw_p is not None else None,
+            window[name],
+            p_threshold=p_threshold,
+            critical=name in reference.critical,
         )
+        for (name, ref), (statistic, raw_p), p_adj in zip(refs, raw, adjusted, strict=True)
+    ]
     prediction = None
     if reference.prediction is not None and "prediction" in window.columns:
-        pref = reference.prediction
-        statistic, p_value = _test(pref, window["prediction"])
-        threshold, drifted = _verdict(pref.test, statistic, p_value, monitoring.p_value_threshold)
-        prediction = FeatureDrift(
+        values = window["prediction"]
+        statistic, p_value = _test(reference.prediction, values)
+        prediction = _result(
             "prediction",
-            "numeric" if isinstance(pref, _NumericRef) else "categorical",
-            pref.test,
+            reference.prediction,
             statistic,
             p_value,
-            threshold,
-            drifted,
-            False,
-            int(window["prediction"].notna().sum()),
+            values,
+            p_threshold=p_threshold,
+            critical=False,
         )
     tested = [f for f in features if math.isfinite(f.statistic)]
     share = sum(f.drifted for f in tested) / len(tested) if tested else 0.0
@@ -300,6 +305,11 @@ class DriftPolicy:
 
     def cooling(self, now_s: float) -> str | None:
         """Why a trigger must wait for the cooldown, or None when it need not."""
-        if self.last_retrain_s is not None and now_s - self.last_retrain_s < self.cooldown_s:
-            return f"in the cooldown ({self.cooldown_s - (now_s - self.last_retrain_s):.0f} s left)"
-        return None
+        left = self.cooldown_left_s(now_s)
+        return f"in the cooldown ({left:.0f} s left)" if left > 0 else None
+
+    def cooldown_left_s(self, now_s: float) -> float:
+        """Seconds until a trigger may come again (0 when none has come, or the cooldown is over)."""
+        if self.last_retrain_s is None:
+            return 0.0
+        return max(0.0, self.cooldown_s - (now_s - self.last_retrain_s))

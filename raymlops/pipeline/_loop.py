@@ -107,11 +107,16 @@ class ClosedLoop:
         return [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
 
     def start(self) -> str:
-        from raymlops import monitor, serve
+        from raymlops import monitor
+        from raymlops.errors import MonitoringError
+        from raymlops.pipeline._stages import deploy
 
-        self.actor = monitor.start(self.config, jobs_address=self.dashboard_url)
-        self.say(f"drift monitor {self.config.monitor_actor_name}: retrain jobs go to {self.dashboard_url}")
-        endpoint = serve.deploy(self.config, progress=self.say)
+        endpoint = deploy(self.config, jobs_address=self.dashboard_url, say=self.say)
+        self.actor = monitor.get(self.config)
+        if self.actor is None:
+            raise MonitoringError(
+                "the closed-loop demo needs the drift monitor; set monitoring.enabled: true"
+            )
         self.url = endpoint.url
         self.traffic = Traffic(endpoint.url, self.config)
         self.say(f"endpoint {endpoint.url}")
@@ -149,7 +154,7 @@ class ClosedLoop:
         assert self.traffic is not None
         sent = 0
         for _ in range(8):  # the policy needs consecutive_windows drifted windows (or a live-metric drop)
-            self.traffic.send(self._rows(self.window, shift=SHIFT, concept_shift=CONCEPT_SHIFT))
+            self.traffic.send(self._drifted(self.window))
             sent += self.window
             if self._wait(lambda: self.status()["num_triggers"] >= 1, "a retrain trigger", timeout_s=None):
                 break
@@ -180,7 +185,7 @@ class ClosedLoop:
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
             # keep real traffic flowing while the job trains, gates, canaries and promotes
-            self.traffic.send(self._rows(RECORDS_PER_REQUEST, shift=SHIFT, concept_shift=CONCEPT_SHIFT))
+            self.traffic.send(self._drifted(RECORDS_PER_REQUEST))
             job = self.status()["jobs"][-1]
             if job["status"] != seen_status:
                 seen_status = job["status"]
@@ -196,7 +201,7 @@ class ClosedLoop:
 
             def answers_new() -> bool:
                 assert self.traffic is not None
-                self.traffic.send(self._rows(RECORDS_PER_REQUEST, shift=SHIFT, concept_shift=CONCEPT_SHIFT))
+                self.traffic.send(self._drifted(RECORDS_PER_REQUEST))
                 return bool(self.traffic.champion_versions) and (
                     self.traffic.champion_versions[-1] == self.job.model_version
                 )
@@ -245,6 +250,9 @@ class ClosedLoop:
         self._seed += 1
         self._next_id += num_rows
         return table
+
+    def _drifted(self, num_rows: int) -> pa.Table:
+        return self._rows(num_rows, shift=SHIFT, concept_shift=CONCEPT_SHIFT)
 
     def _wait(self, predicate: Callable[[], bool], what: str, *, timeout_s: float | None = 60.0) -> bool:
         """Poll ``predicate`` about once a second; ``None`` waits two monitor checks."""

@@ -17,6 +17,7 @@ from raymlops.data import PreparedData
 if TYPE_CHECKING:
     from raymlops.evaluate import GateReport
     from raymlops.registry import AliasMove, ModelVersion
+    from raymlops.serve import Endpoint
     from raymlops.train import TrainResult
 
 
@@ -324,21 +325,23 @@ def run(
     )
     if promotion.report is not None:
         say(promotion.report.summary().splitlines()[0])
-    url = deploy(config, say=say) if deploy_endpoint else None
+    url = deploy(config, say=say).url if deploy_endpoint else None
     return PipelineOutcome(prepared.dataset_version.version, trained, promotion, url)
 
 
-def deploy(config: ProjectConfig, *, jobs_address: str | None = None, say: Say | None = None) -> str:
-    """Start the drift monitor (when ``monitoring.enabled``) and deploy the endpoint; returns its URL.
+def deploy(config: ProjectConfig, *, jobs_address: str | None = None, say: Say | None = None) -> Endpoint:
+    """Start the drift monitor (when ``monitoring.enabled``) and deploy the endpoint.
 
     Both are detached: they keep running after the calling process or job
     ends. ``jobs_address`` is where the monitor submits retrain jobs (default:
     this cluster's dashboard).
     """
-    from raymlops import monitor, serve
+    from raymlops import monitor, runtime, serve
 
     say = say or (lambda _m: None)
     if config.monitoring.enabled:
+        jobs_address = jobs_address or runtime.dashboard_url()
         monitor.start(config, jobs_address=jobs_address)
-        say(f"drift monitor {config.monitor_actor_name} running")
-    return serve.deploy(config, progress=say).url
+        where = jobs_address or "no Jobs API (no dashboard): retraining cannot be submitted"
+        say(f"drift monitor {config.monitor_actor_name} running; retrain jobs go to {where}")
+    return serve.deploy(config, progress=say)
