@@ -391,6 +391,8 @@ class ServingConfig(_Section):
     watch_interval_s: Annotated[float, Field(gt=0)] = 2.0  # how often replicas re-read the rollout
     inference_log: bool = True  # hand every prediction to the inference log
     log_flush_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    # write-ahead journal per replica: answered requests reach the log even if the replica is killed
+    log_journal: bool = True
     log_max_buffer_rows: Annotated[int, Field(ge=1)] = (
         100_000  # beyond this, oldest rows are dropped (counted)
     )
@@ -578,6 +580,11 @@ class ProjectConfig(_Section):
         return str(self.home_path / "serving" / f"{self.name}_inference_log")
 
     @property
+    def journal_dir(self) -> Path:
+        """The replicas' write-ahead journals of the inference and feedback logs."""
+        return self.home_path / "serving" / f"{self.name}_journal"
+
+    @property
     def feedback_uri(self) -> str:
         """Delta table of ground-truth labels sent to ``POST /feedback``."""
         return str(self.home_path / "serving" / f"{self.name}_feedback")
@@ -644,6 +651,11 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
         raise ConfigError([("", f"file not found: {source}; pass --config PATH")], source) from None
     except OSError as e:
         raise ConfigError([("", f"cannot read {source}: {e.strerror}")], source) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            [("", f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); save it as UTF-8")],
+            source,
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

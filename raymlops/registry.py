@@ -187,40 +187,47 @@ def register(
     sample = prepared.test.take_batch(5, batch_format="pandas")
     example = pd.DataFrame(sample)[list(prepared.dataset_version.schema.feature_names)]
     client = mlflow.MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_bundle(
-            Path(tmp) / "bundle",
-            spec=spec,
-            preprocessor=prepared.preprocessor,
-            state_dict=model.state_dict(),
-            profile_json=prepared.profile.to_json(),
-            metrics=result.metrics,
-            dataset_version_json=prepared.dataset_version.to_json(),
-        )
-        predictor = Predictor.from_folder(folder)
-        with warnings.catch_warnings():
-            # "integer columns cannot hold missing values": the bundle coerces input types itself
-            warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
-            signature = infer_signature(example, predictor.predict_frame(example))
-        with mlflow.start_run(run_id=result.run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                # models from code: no pickled Python object inside the model
-                python_model=str(Path(__file__).with_name("_pyfunc_model.py")),
-                artifacts={"bundle": str(folder)},
-                signature=signature,
-                input_example=example,
-                registered_model_name=config.name,
-                pip_requirements=[
-                    f"raymlops=={__version__}",
-                    "ray[data]==2.60.*",
-                    "torch",
-                    "mlflow",
-                    "pandas",
-                    "pyarrow",
-                ],
-                await_registration_for=60,
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_bundle(
+                Path(tmp) / "bundle",
+                spec=spec,
+                preprocessor=prepared.preprocessor,
+                state_dict=model.state_dict(),
+                profile_json=prepared.profile.to_json(),
+                metrics=result.metrics,
+                dataset_version_json=prepared.dataset_version.to_json(),
             )
+            predictor = Predictor.from_folder(folder)
+            with warnings.catch_warnings():
+                # "integer columns cannot hold missing values": the bundle coerces input types itself
+                warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
+                signature = infer_signature(example, predictor.predict_frame(example))
+            with mlflow.start_run(run_id=result.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    # models from code: no pickled Python object inside the model
+                    python_model=str(Path(__file__).with_name("_pyfunc_model.py")),
+                    artifacts={"bundle": str(folder)},
+                    signature=signature,
+                    input_example=example,
+                    registered_model_name=config.name,
+                    pip_requirements=[
+                        f"raymlops=={__version__}",
+                        "ray[data]==2.60.*",
+                        "torch",
+                        "mlflow",
+                        "pandas",
+                        "pyarrow",
+                    ],
+                    await_registration_for=60,
+                )
+    except OSError as e:  # a full or read-only artifact store: no version was registered
+        raise StorageError(
+            f"cannot store the model's files for {config.name} under "
+            f"{client.get_run(result.run_id).info.artifact_uri}: {e}. Nothing was registered; free "
+            "space or fix the permissions and register again."
+        ) from e
     version = int(info.registered_model_version)
     run_tags = client.get_run(result.run_id).data.tags
     tags = {key: run_tags[key] for key in _LINEAGE_TAGS if key in run_tags}

@@ -29,10 +29,29 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def config_params(config: ProjectConfig) -> dict[str, str]:
-    """The config as MLflow params; the schema is logged as an artifact instead (too long)."""
+    """The config as MLflow params; the schema is logged as an artifact instead (too long).
+
+    A password inside a URI (``postgresql://user:secret@host/db``) is masked:
+    params are readable by everyone who can read the experiment.
+    """
     raw = config.model_dump(mode="json", by_alias=True)
     raw["data"].pop("schema", None)
-    return flatten(raw)
+    return {key: redacted(value) if key.endswith("_uri") else value for key, value in flatten(raw).items()}
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with the password of its user-info replaced by ``***`` (unchanged when there is none)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:  # not a URI we can parse: say nothing of it rather than leak it
+        return "<unparseable URI>"
+    if not password:
+        return uri
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def config_hash(config: ProjectConfig) -> str:

@@ -31,7 +31,7 @@ from raymlops.data._schema import (
     table_schema,
     validate_batch,
 )
-from raymlops.errors import DataSourceError, DataValidationError
+from raymlops.errors import DataSourceError, DataValidationError, StorageError
 
 if TYPE_CHECKING:
     import ray.data
@@ -79,7 +79,10 @@ def ingest(
     _store.check_writable(table_uri)
     fmt = detect_format(source_uri, config.data.format)
     say(f"reading {source_uri} ({fmt})")
-    ds = _read(source_uri, fmt)
+    try:
+        ds = _read(source_uri, fmt)
+    except Exception as e:  # Ray reads Parquet footers while building the dataset
+        raise DataSourceError(f"cannot read {source_uri} as {fmt}: {_root_cause(e)}") from e
 
     present = _column_names(ds, source_uri, fmt)
     required_missing, optional_missing = missing_columns(present, rules)
@@ -192,6 +195,10 @@ def _read(source_uri: str, fmt: str) -> ray.data.Dataset:
         options = pacsv.ConvertOptions(strings_can_be_null=True)
         return ray.data.read_csv(source_uri, convert_options=options, override_num_blocks=num_blocks)
     if fmt == "parquet":
+        if Path(source_uri).is_file():
+            import pyarrow.parquet as pq
+
+            pq.read_metadata(source_uri)  # a damaged footer fails here, once, not in retried Ray tasks
         return ray.data.read_parquet(source_uri, override_num_blocks=num_blocks)
     return ray.data.read_delta(source_uri, override_num_blocks=num_blocks)
 
@@ -364,7 +371,13 @@ def _write_delta(valid: ray.data.Dataset, table_uri: str, mode: str) -> None:
     from ray.data import SaveMode
 
     save_mode = SaveMode.OVERWRITE if mode == "overwrite" else SaveMode.APPEND
-    valid.write_delta(table_uri, mode=save_mode, schema_mode="error")
+    try:
+        valid.write_delta(table_uri, mode=save_mode, schema_mode="error")
+    except Exception as e:  # a full disk, lost permissions: the commit never happened
+        raise StorageError(
+            f"cannot write to the table {table_uri}: {_root_cause(e)}. No new version was committed; "
+            "free space or fix the permissions and ingest again."
+        ) from e
 
 
 __all__ = ["detect_format", "ingest"]

@@ -58,6 +58,10 @@ def _field(spec: FeatureSpec | ColumnSpec, *, required: bool, unknown_category: 
     return (annotation, Field(..., **constraints))
 
 
+# visible ASCII only: the id is echoed in the x-request-id response header, which must be latin-1
+REQUEST_ID_PATTERN = r"^[!-~]+$"
+
+
 def request_model(schema: SchemaConfig, *, unknown_category: str = "reject") -> type[BaseModel]:
     """``{"records": [record, ...], "request_id": optional}`` with at least one record."""
     record = record_model(schema, unknown_category=unknown_category)
@@ -65,7 +69,7 @@ def request_model(schema: SchemaConfig, *, unknown_category: str = "reject") -> 
         "PredictRequest",
         __config__=_STRICT,
         records=(list[record], Field(..., min_length=1)),  # type: ignore[valid-type]
-        request_id=(str | None, Field(None, min_length=1, max_length=200)),
+        request_id=(str | None, Field(None, min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)),
     )
     return model
 
@@ -79,7 +83,7 @@ def feedback_model(schema: SchemaConfig) -> type[BaseModel]:
     model: type[BaseModel] = create_model(
         "FeedbackRequest",
         __config__=_STRICT,
-        request_id=(str, Field(..., min_length=1, max_length=200)),
+        request_id=(str, Field(..., min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)),
         labels=(list[annotation], Field(..., min_length=1)),
     )
     return model
@@ -117,5 +121,7 @@ def _reason(item: dict[str, Any]) -> str:
         return "must not be null (the column is not nullable)"
     if kind == "finite_number":
         return "must be a finite number (NaN and infinity are refused)"
+    if kind == "string_pattern_mismatch" and item.get("ctx", {}).get("pattern") == REQUEST_ID_PATTERN:
+        return "must be visible ASCII characters only, no spaces (it is echoed in the x-request-id header)"
     message: str = item["msg"]
     return message.replace("Input should be", "must be")
