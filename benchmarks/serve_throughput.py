@@ -16,6 +16,7 @@ Variants:
                      batching, inference log
   raymlops-nobatch   the same with max_batch_size 1
   raymlops-nolog     the same with the inference log off (the logging overhead)
+  raymlops-nojournal the same with the log's write-ahead journal off (the journal's cost)
 
 Each ingress needs its own Ray session (Serve reads it from the environment when
 Ray starts), so there are two: Python proxy first, then HAProxy.
@@ -368,6 +369,7 @@ def main() -> None:
             ("raymlops", {}),
             ("raymlops-nobatch", {"max_batch_size": 1}),
             ("raymlops-nolog", {"inference_log": False}),
+            ("raymlops-nojournal", {"log_journal": False}),
         ]
         for ingress, variants in (("python", python), ("haproxy", haproxy)):
             chosen = [(name, serving) for name, serving in variants if name not in args.skip]

@@ -18,6 +18,7 @@ background thread flushes to Delta, off the request path.
 # (a string annotation "Request" inside the Serve ingress class is taken for a query parameter).
 
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -37,6 +38,7 @@ from ray.serve import metrics
 
 from raymlops import registry
 from raymlops.config import ProjectConfig
+from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
     BufferedLog,
     Feedback,
@@ -103,7 +105,7 @@ def canary_bucket(request_id: str) -> float:
 class Server:
     """The replica's logic; the Serve deployment class below only routes HTTP to it."""
 
-    def __init__(self, config: ProjectConfig) -> None:
+    def __init__(self, config: ProjectConfig, token_sha256: str | None = None) -> None:
         import torch
 
         # Replicas hold a fraction of a CPU and requests arrive batched: torch's own thread
@@ -118,7 +120,7 @@ class Server:
             self.columns.append(schema.id_column)
         self.request_model = request_model(schema, unknown_category=self.serving.unknown_category)
         self.feedback_model = feedback_model(schema)
-        self.token = _token(config)
+        self.token_digest = _token_digest(config, token_sha256)
         self.state = _State(registry.Rollout(config.name, None, None, 0.0, False), None, None)
         self._cache: dict[int, _Loaded] = {}
         self._stop = threading.Event()
@@ -141,6 +143,7 @@ class Server:
                 lambda entry: len(entry.records),
                 flush_interval_s=self.serving.log_flush_interval_s,
                 max_buffer_rows=self.serving.log_max_buffer_rows,
+                journal=self._journal(config, "predictions"),
             )
             if self.serving.inference_log
             else None
@@ -153,12 +156,28 @@ class Server:
             flush_interval_s=self.serving.log_flush_interval_s,
             max_buffer_rows=self.serving.log_max_buffer_rows,
             name="feedback-log",
+            journal=self._journal(config, "feedback"),
         )
         self.refresh()
         self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
         self._watcher.start()
 
     # ------------------------------------------------------------------ model state
+
+    def _journal(self, config: ProjectConfig, log: str) -> Journal | None:
+        """This replica's write-ahead journal for one log, or None (off, or the home is unwritable)."""
+        if not self.serving.log_journal:
+            return None
+        try:
+            return Journal(config.journal_dir / log)
+        except OSError as e:  # an unwritable home: serve on, the log's own writes will report it
+            _LOG.warning(
+                "no write-ahead journal for the %s log (%s): a killed replica may lose "
+                "up to serving.log_flush_interval_s of it",
+                log,
+                e,
+            )
+            return None
 
     def refresh(self) -> bool:
         """Re-read the rollout from the registry and swap models if it moved; True when it did."""
@@ -236,11 +255,12 @@ class Server:
     # ------------------------------------------------------------------ HTTP
 
     def authorize(self, request: Request) -> Response | None:
-        if self.token is None:
+        if self.token_digest is None:
             return None
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode()):
+        digest = hashlib.sha256(value.strip().encode()).digest()
+        if scheme.lower() == "bearer" and hmac.compare_digest(digest, self.token_digest):
             return None
         self._metrics.rejected.inc(tags={"reason": "unauthorized"})
         return _json(
@@ -553,18 +573,32 @@ class _Metrics:
                 self.shadow_disagreed.inc(differ, tags=tags)
 
 
-def _token(config: ProjectConfig) -> str | None:
+def token_sha256(config: ProjectConfig) -> str | None:
+    """The SHA-256 of the bearer token in the driver's environment, or None.
+
+    Replicas get only this digest and compare digests in constant time: the
+    token itself never enters a runtime env, an actor's arguments or a Ray log.
+    """
+    name = config.serving.auth_token_env
+    token = os.environ.get(name) if name else None
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def _token_digest(config: ProjectConfig, sha256_hex: str | None) -> bytes | None:
+    """The digest a replica checks requests against: from the driver, else its own environment."""
     name = config.serving.auth_token_env
     if not name:
         return None
+    if sha256_hex:
+        return bytes.fromhex(sha256_hex)
     token = os.environ.get(name)
     if not token:
         # fail closed: a replica that was told to require a token never serves without one
         raise RuntimeError(
             f"serving.auth_token_env names {name!r}, but that environment variable is empty in the "
-            "replica; set it where Ray runs (or remove serving.auth_token_env)"
+            "replica and in the process that deployed it; set it there (or remove serving.auth_token_env)"
         )
-    return token
+    return hashlib.sha256(token.encode()).digest()
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -587,16 +621,12 @@ def build(config: ProjectConfig, *, user_config: dict[str, Any] | None = None) -
     options = deployment_options(config)
     if user_config is not None:
         options["user_config"] = user_config
-    token_env = config.serving.auth_token_env
-    if token_env and os.environ.get(token_env):
-        # forward the token to the replicas (a cluster can set the variable on its nodes instead)
-        options["ray_actor_options"]["runtime_env"] = {"env_vars": {token_env: os.environ[token_env]}}
 
     @serve.deployment(**options)
     @serve.ingress(api)
     class ModelServer:
-        def __init__(self, config_json: str) -> None:
-            self.server = Server(ProjectConfig.model_validate_json(config_json))
+        def __init__(self, config_json: str, token_sha256: str | None) -> None:
+            self.server = Server(ProjectConfig.model_validate_json(config_json), token_sha256)
             serving = self.server.serving
             self.server.batched.set_max_batch_size(serving.max_batch_size)  # type: ignore[attr-defined]
             self.server.batched.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -629,7 +659,9 @@ def build(config: ProjectConfig, *, user_config: dict[str, Any] | None = None) -
         async def model(self) -> dict[str, Any]:
             return self.server.model_info()
 
-    return ModelServer.bind(portable_config(config).model_dump_json(by_alias=True))  # type: ignore[attr-defined]
+    return ModelServer.bind(  # type: ignore[attr-defined]
+        portable_config(config).model_dump_json(by_alias=True), token_sha256(config)
+    )
 
 
 def portable_config(config: ProjectConfig) -> ProjectConfig:

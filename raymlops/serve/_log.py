@@ -5,7 +5,10 @@ A replica appends one tuple of plain values per request to an in-memory buffer
 into one Arrow table every ``log_flush_interval_s`` and appends it to a Delta
 table in one commit. A failed write keeps the rows and retries at the next
 flush; past ``log_max_buffer_rows`` the oldest rows are dropped and counted,
-so a broken disk slows nothing and never exhausts memory.
+so a broken disk slows nothing and never exhausts memory. With a ``Journal``
+each entry is also appended to the replica's write-ahead file before the
+request is answered, so a killed replica's answered requests still reach the
+log (another replica adopts them).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pyarrow as pa
 
 from raymlops.config import ProjectConfig
 from raymlops.data._schema import _ARROW_TYPES, column_rules
+from raymlops.serve._journal import Journal
 
 _LOG = logging.getLogger("raymlops.serve")
 
@@ -196,8 +200,10 @@ class BufferedLog(Generic[Entry]):
         flush_interval_s: float = 1.0,
         max_buffer_rows: int = 100_000,
         name: str = "inference-log",
+        journal: Journal | None = None,
     ) -> None:
         self._sink = sink
+        self._journal = journal
         self._build: Callable[[list[Entry]], pa.Table] = build
         self._size: Callable[[Entry], int] = size
         self._interval_s = flush_interval_s
@@ -215,8 +221,10 @@ class BufferedLog(Generic[Entry]):
         self._thread.start()
 
     def append(self, entry: Entry) -> None:
-        """Hand an entry over; never blocks on I/O."""
+        """Hand an entry over; never blocks on the sink (the journal is a page-cache append)."""
         with self._lock:
+            if self._journal is not None:
+                self._journal.write(entry)
             self._entries.append(entry)
             self._num_buffered += self._size(entry)
             while self._num_buffered > self._max_rows and len(self._entries) > 1:
@@ -231,9 +239,14 @@ class BufferedLog(Generic[Entry]):
     def flush(self) -> int:
         """Write everything buffered now; returns the rows written (0 on failure, entries kept)."""
         with self._flush_lock:
+            if self._journal is not None:
+                for orphan in self._journal.adopt_orphans():
+                    self.append(orphan)
             with self._lock:
                 entries, self._entries = self._entries, []
                 num_rows, self._num_buffered = self._num_buffered, 0
+                if entries and self._journal is not None:
+                    self._journal.seal()
             if not entries:
                 return 0
             try:
@@ -247,14 +260,20 @@ class BufferedLog(Generic[Entry]):
                     self._entries[:0] = entries
                     self._num_buffered += num_rows
                 return 0
+            if self._journal is not None:
+                self._journal.written()
             self.num_written += table.num_rows
             return table.num_rows
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread after a last flush."""
+        """Stop the thread after a last flush; the journal goes only if everything was written."""
         self._stop.set()
         self._thread.join(timeout_s)
         self.flush()
+        if self._journal is not None:
+            with self._lock:
+                everything_written = not self._entries
+            self._journal.close(delete=everything_written)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
