@@ -428,6 +428,20 @@ def _parser() -> argparse.ArgumentParser:
     monitor_stop.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
     _add_config(monitor_stop)
     monitor_stop.set_defaults(handler=_cmd_monitor_stop)
+    monitor_retrain = monitor_sub.add_parser(
+        "retrain",
+        help="ask the running monitor to retrain now (one job, retried with backoff)",
+        description=(
+            "Trigger a retrain through the running DriftMonitor actor: the trigger is saved before "
+            "the job is submitted to the Jobs API, a failed submission is retried with backoff "
+            "(retraining.submit_backoff_s, submit_max_attempts), and only one retrain job runs at a "
+            "time. `raymlops monitor status` follows the job."
+        ),
+    )
+    monitor_retrain.add_argument("--reason", required=True, help="why (recorded with the job)")
+    monitor_retrain.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    _add_config(monitor_retrain)
+    monitor_retrain.set_defaults(handler=_cmd_monitor_retrain)
     return parser
 
 
@@ -1096,6 +1110,31 @@ def _cmd_monitor_stop(args: argparse.Namespace) -> int:
         stopped = monitor.stop(config)
         print(f"drift monitor {config.monitor_actor_name} " + ("stopped" if stopped else "was not running"))
         return 0
+
+    return _with_runtime(config, run)
+
+
+def _cmd_monitor_retrain(args: argparse.Namespace) -> int:
+    from raymlops import monitor
+    from raymlops.errors import MonitoringError
+
+    config = _config(args)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
+
+    def run() -> int:
+        import ray
+
+        actor = monitor.get(config)
+        if actor is None:
+            raise MonitoringError(
+                f"no drift monitor {config.monitor_actor_name} is running; start it with "
+                "`raymlops monitor start --address ...` (or `raymlops serve`)"
+            )
+        events = ray.get(actor.request_retrain.remote(args.reason))
+        for event in events:
+            print(event)
+        return 1 if events and events[0].startswith("not triggered") else 0  # scripts can tell
 
     return _with_runtime(config, run)
 

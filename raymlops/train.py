@@ -244,8 +244,6 @@ def run(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     client = mlflow.MlflowClient(tracking_uri)
-    mlflow_run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = mlflow_run.info.run_id
     params = tracking.config_params(config)
     params.update({f"override.{k}": json.dumps(v) for k, v in (overrides or {}).items()})
     params.update(
@@ -255,7 +253,14 @@ def run(
             "model.input_dim": str(prepared.feature_dim),
         }
     )
-    tracking.log_params(client, run_id, params)
+    run_id = _unfinished_run(client, experiment_id, run_name)
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        tracking.log_params(client, run_id, params)
+    else:  # Ray Train resumes a run name from its last checkpoint; keep one MLflow run for it
+        _check_same_params(client, run_id, run_name, params)
+        say(f"resuming {run_name} from its last checkpoint (MLflow run {run_id})")
+        client.update_run(run_id, status="RUNNING")
     hyperparameters = {
         k: v for k, v in loop_config.items() if k not in ("mlflow_run_id", "mlflow_tracking_uri")
     }
@@ -323,6 +328,34 @@ def run(
         + (f", val_accuracy {best['val_accuracy']:.4f}" if "val_accuracy" in best else "")
     )
     return trained
+
+
+def _check_same_params(client: Any, run_id: str, run_name: str, params: dict[str, str]) -> None:
+    """Refuse to resume a run under other settings: its checkpoints belong to the old ones."""
+    from raymlops._internal import tracking
+
+    logged = client.get_run(run_id).data.params
+    if not logged:  # killed before its parameters were logged
+        tracking.log_params(client, run_id, params)
+        return
+    changed = sorted(k for k in params.keys() | logged.keys() if params.get(k) != logged.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {logged.get(k)!r} -> {params.get(k)!r}" for k in changed[:5])
+        raise TrainingError(
+            f"training run {run_name} was interrupted and would resume from its last checkpoint, "
+            f"but {len(changed)} setting(s) changed since ({shown}); "
+            "restore them or start under a new run name"
+        )
+
+
+def _unfinished_run(client: Any, experiment_id: str, run_name: str) -> str | None:
+    """The MLflow run of an interrupted Ray Train run of this name (a killed driver), if any."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`ray.train.run_name` = '{run_name}' and attributes.status != 'FINISHED'",
+        max_results=1,
+    )
+    return str(runs[0].info.run_id) if runs else None
 
 
 def result_from_checkpoint(

@@ -166,6 +166,10 @@ class DriftMonitor:
         """One check at once (tests and ``raymlops monitor status --check``)."""
         return self._check()
 
+    def request_retrain(self, reason: str) -> list[str]:
+        """Trigger a retrain now and submit it in the same call (``raymlops monitor retrain``)."""
+        return [self.monitor.request_retrain(reason), *self._check()]
+
     def status(self) -> dict[str, Any]:
         return self.monitor.status()
 

@@ -322,6 +322,18 @@ class Monitor:
             event += "; " + self._trigger(decision.reason, now_s)
         return event
 
+    def request_retrain(self, reason: str) -> str:
+        """Trigger a retrain now, through the same durable, one-at-a-time path as a drift trigger.
+
+        The job goes out at the next ``check`` (with the usual backoff when the
+        Jobs API cannot be reached). Refused while a retrain job is running.
+        """
+        with self._lock:
+            busy = self._busy()
+            if busy is not None:
+                return f"not triggered: {busy}"
+            return self._trigger(f"requested: {reason}", self.clock())
+
     def _busy(self) -> str | None:
         if not self.retraining.enabled:
             return "retraining is disabled (retraining.enabled: false)"

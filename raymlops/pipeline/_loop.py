@@ -140,7 +140,7 @@ class ClosedLoop:
     def stationary(self) -> tuple[bool, str]:
         assert self.traffic is not None
         before = self.status()["num_windows"]
-        self.traffic.send(self._rows(self.stationary_rows))
+        self.traffic.send(self.rows(self.stationary_rows))
         judged = self._wait(lambda: self.status()["num_windows"] >= before + 2, "two stationary windows")
         st = self.status()
         detail = (
@@ -154,7 +154,7 @@ class ClosedLoop:
         assert self.traffic is not None
         sent = 0
         for _ in range(8):  # the policy needs consecutive_windows drifted windows (or a live-metric drop)
-            self.traffic.send(self._drifted(self.window))
+            self.traffic.send(self.drifted(self.window))
             sent += self.window
             if self._wait(lambda: self.status()["num_triggers"] >= 1, "a retrain trigger", timeout_s=None):
                 break
@@ -185,7 +185,7 @@ class ClosedLoop:
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
             # keep real traffic flowing while the job trains, gates, canaries and promotes
-            self.traffic.send(self._drifted(RECORDS_PER_REQUEST))
+            self.traffic.send(self.drifted(RECORDS_PER_REQUEST))
             job = self.status()["jobs"][-1]
             if job["status"] != seen_status:
                 seen_status = job["status"]
@@ -201,7 +201,7 @@ class ClosedLoop:
 
             def answers_new() -> bool:
                 assert self.traffic is not None
-                self.traffic.send(self._drifted(RECORDS_PER_REQUEST))
+                self.traffic.send(self.drifted(RECORDS_PER_REQUEST))
                 return bool(self.traffic.champion_versions) and (
                     self.traffic.champion_versions[-1] == self.job.model_version
                 )
@@ -239,7 +239,7 @@ class ClosedLoop:
         time.sleep(2 * self.config.serving.log_flush_interval_s + 1)
         monitor.stop(self.config)
 
-    def _rows(
+    def rows(
         self, num_rows: int, *, shift: dict[str, float] | None = None, concept_shift: float = 0.0
     ) -> pa.Table:
         from raymlops.data import generate_demo_data
@@ -251,8 +251,8 @@ class ClosedLoop:
         self._next_id += num_rows
         return table
 
-    def _drifted(self, num_rows: int) -> pa.Table:
-        return self._rows(num_rows, shift=SHIFT, concept_shift=CONCEPT_SHIFT)
+    def drifted(self, num_rows: int) -> pa.Table:
+        return self.rows(num_rows, shift=SHIFT, concept_shift=CONCEPT_SHIFT)
 
     def _wait(self, predicate: Callable[[], bool], what: str, *, timeout_s: float | None = 60.0) -> bool:
         """Poll ``predicate`` about once a second; ``None`` waits two monitor checks."""

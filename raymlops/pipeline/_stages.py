@@ -7,12 +7,15 @@ job and a test each report their way.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ProjectConfig
 from raymlops.data import PreparedData
+from raymlops.errors import ConfigError
 
 if TYPE_CHECKING:
     from raymlops.evaluate import GateReport
@@ -67,18 +70,20 @@ def train_and_register(
     *,
     data_version: int | None = None,
     prepared: PreparedData | None = None,
+    run_name: str | None = None,
     say: Say | None = None,
 ) -> TrainOutcome:
     """Train on a data version (default: the latest) and register the model.
 
-    Pass ``prepared`` when the version is already prepared. Needs a running Ray
-    (``runtime.session``).
+    Pass ``prepared`` when the version is already prepared, ``run_name`` to
+    resume an interrupted run of that name from its last checkpoint. Needs a
+    running Ray (``runtime.session``).
     """
     from raymlops import train
 
     say = say or (lambda _m: None)
     prepared = prepared or _prepare(config, data_version, say)
-    return _register(config, train.run(prepared, config, progress=say), say)
+    return _register(config, train.run(prepared, config, run_name=run_name, progress=say), say)
 
 
 def tune_and_register(
@@ -203,61 +208,116 @@ def retrain(
     from raymlops import data, evaluate, monitor, registry
 
     say = say or (lambda _m: None)
-    tag = submission_id or f"manual-{int(time.time())}"
-    champion = registry.champion(config)
-    before = champion.version if champion else None
-    rows = monitor.labelled_rows(config, labels_after_us=labels_after_us)
-    say(f"{rows.table.num_rows} labelled production rows ({rows.num_labels} labels read)")
-    outcome: RetrainOutcome
-    minimum = config.retraining.min_labelled_rows
-    if rows.table.num_rows < minimum:
-        outcome = RetrainOutcome(
-            "skipped",
-            f"only {rows.table.num_rows} labelled production rows; retraining.min_labelled_rows is {minimum}",
-            rows.table.num_rows,
-            labels_after_us,
-            champion_before=before,
+    if submission_id is not None and not _SUBMISSION_ID.fullmatch(submission_id):
+        raise ConfigError(
+            f"retrain submission id {submission_id!r} names a folder; "
+            "use letters, digits, '_', '.' and '-', not starting with '.'"
         )
-        return _record_retrain(config, submission_id, outcome, say)
+    tag = submission_id or f"manual-{int(time.time())}"
     folder = config.monitor_dir / "retrain" / tag
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows.table, folder / "labelled.parquet")
-    version = data.ingest(
-        str(folder / "labelled.parquet"), config, mode="append", on_invalid="quarantine", progress=say
-    )
-    say(f"data version {version.version}: {version.num_rows} rows (+{version.num_rows_added} production)")
-    trained = (tune_and_register if config.retraining.sweep else train_and_register)(
-        config, data_version=version.version, say=say
-    )
-    mv = trained.model_version
-    ref = f"{mv.name}/{mv.version}"
-    report = evaluate.gate(config, ref, data_version=version.version, progress=say)
+    done = _load_progress(folder)
+    if "outcome" in done:  # finished before: report it again, change nothing
+        say(f"retrain {tag} already finished: {done['outcome']['detail']}")
+        return RetrainOutcome(**done["outcome"])
+    if done:
+        say(f"resuming retrain {tag}: {', '.join(f'{k} {v}' for k, v in sorted(done.items()))} already done")
+        before = done["champion_before"]
+    else:
+        champion = registry.champion(config)
+        before = champion.version if champion else None
+        rows = monitor.labelled_rows(config, labels_after_us=labels_after_us)
+        say(f"{rows.table.num_rows} labelled production rows ({rows.num_labels} labels read)")
+        minimum = config.retraining.min_labelled_rows
+        if rows.table.num_rows < minimum:
+            outcome = RetrainOutcome(
+                "skipped",
+                f"only {rows.table.num_rows} labelled production rows; "
+                f"retraining.min_labelled_rows is {minimum}",
+                rows.table.num_rows,
+                labels_after_us,
+                champion_before=before,
+            )
+            return _record_retrain(config, submission_id, outcome, say)
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows.table, folder / "labelled.parquet")
+        version = data.ingest(
+            str(folder / "labelled.parquet"), config, mode="append", on_invalid="quarantine", progress=say
+        )
+        say(f"data version {version.version}: {version.num_rows} rows (+{version.num_rows_added} production)")
+        done = {
+            "data_version": version.version,
+            "num_labelled_rows": rows.table.num_rows,
+            "labels_through_us": rows.labels_through_us,
+            "champion_before": before,
+        }
+        _save_progress(folder, done)
+    data_version = int(done["data_version"])
+    if "model_version" not in done:
+        if config.retraining.sweep:
+            trained = tune_and_register(config, data_version=data_version, say=say)
+        else:  # a fixed run name: a re-submitted job resumes from the killed one's last checkpoint
+            trained = train_and_register(
+                config, data_version=data_version, run_name=f"{config.name}-{tag}", say=say
+            )
+        done["model_version"] = trained.model_version.version
+        _save_progress(folder, done)
+    ref = f"{config.name}/{done['model_version']}"
+    report = evaluate.gate(config, ref, data_version=data_version, progress=say)
     for line in report.summary().splitlines():
         say(line)
+    model_version = int(done["model_version"])
     common = dict(
-        num_labelled_rows=rows.table.num_rows,
-        labels_through_us=rows.labels_through_us,
-        data_version=version.version,
-        model_version=mv.version,
+        num_labelled_rows=int(done["num_labelled_rows"]),
+        labels_through_us=done["labels_through_us"],
+        data_version=data_version,
+        model_version=model_version,
         champion_before=before,
         gate_report_id=report.report_id,
     )
     if not report.passed:
         reasons = "; ".join(f"{c.rule} [{c.subject}]: {c.detail}" for c in report.failures)
-        outcome = RetrainOutcome("rejected", f"gate rejected version {mv.version}: {reasons}", **common)
+        outcome = RetrainOutcome("rejected", f"gate rejected version {model_version}: {reasons}", **common)
+        _save_progress(folder, {**done, "outcome": outcome.summary()})
         return _record_retrain(config, submission_id, outcome, say)
     weight, duration_s = config.retraining.canary_weight, config.retraining.canary_duration_s
     if before is not None and weight > 0 and duration_s > 0:
         registry.set_rollout(config, ref, canary_weight=weight, reason=f"{tag}: canary after a passed gate")
-        say(f"canary: version {mv.version} answers {weight:.0%} of requests for {duration_s:.0f} s")
+        say(f"canary: version {model_version} answers {weight:.0%} of requests for {duration_s:.0f} s")
         time.sleep(duration_s)
     registry.promote(
         config, ref, reason=f"{tag}: retrained on production labels, gate {report.report_id} passed"
     )
-    outcome = RetrainOutcome(
-        "promoted", f"version {mv.version} promoted (was {before}); gate {report.report_id} passed", **common
-    )
+    detail = f"version {model_version} promoted (was {before}); gate {report.report_id} passed"
+    outcome = RetrainOutcome("promoted", detail, **common)
+    _save_progress(folder, {**done, "outcome": outcome.summary()})
     return _record_retrain(config, submission_id, outcome, say)
+
+
+_PROGRESS_FILE = "progress.json"
+_SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a folder name, never ".."
+
+
+def _load_progress(folder: Path) -> dict[str, Any]:
+    """The steps a retrain of this submission already finished (empty on its first attempt).
+
+    A killed retrain job re-submitted under the same id must not append the
+    production rows a second time nor start training over.
+    """
+    import json
+
+    path = folder / _PROGRESS_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def _save_progress(folder: Path, done: dict[str, Any]) -> None:
+    """Record the finished steps atomically: a kill leaves the old record or the new one, whole."""
+    import json
+    import os
+
+    path = folder / _PROGRESS_FILE
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(done, sort_keys=True))
+    os.replace(partial, path)  # atomic: a kill leaves the old file or the new one
 
 
 def _record_retrain(
