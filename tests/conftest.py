@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,51 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[str]:
+    """A real `ray start --head` (dashboard and Jobs API on 127.0.0.1) for the session; its URL."""
+    from tests.helpers.head import running_head
+
+    yield from running_head()
+
+
+TRAINING = {"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedPair:
+    """A good and a deliberately poor training run in one storage home, shared by the session.
+
+    Training is the slowest setup step; the gate, registry, serve and reliability
+    modules each register these two runs under their own model name instead of
+    training their own (MLflow runs live in the home, so every config built by
+    ``raw`` uses the same one).
+    """
+
+    folder: Path
+    prepared: Any
+    good: Any
+    poor: Any
+
+    def raw(self, name: str, **sections: Any) -> dict[str, Any]:
+        raw = demo_raw_config(self.folder / "home", **{"training": TRAINING, **sections})
+        raw["name"] = name
+        return raw
+
+
+@pytest.fixture(scope="session")
+def trained_pair(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> TrainedPair:
+    import pyarrow.csv as pacsv
+
+    from raymlops import data, train
+
+    folder = tmp_path_factory.mktemp("trained")
+    cfg = parse_config(demo_raw_config(folder / "home", training=TRAINING))
+    pacsv.write_csv(data.generate_demo_data(3000, seed=41), folder / "d.csv")
+    prepared = data.prepare(data.ingest(str(folder / "d.csv"), cfg), cfg)
+    good = train.run(prepared, cfg)
+    # A model that has barely left its random initialisation: clearly worse on the holdout.
+    poor = train.run(prepared, cfg, overrides={"learning_rate": 1e-6, "epochs": 1})
+    return TrainedPair(folder, prepared, good, poor)

@@ -3,119 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from raymlops import data, registry
 from raymlops.config import parse_config
 from tests.conftest import demo_raw_config
+from tests.helpers.head import client_env, free_port
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _client_env() -> dict[str, str]:
-    """The head uses Ray's default token auth; a client must opt in (the token is in ~/.ray/auth_token)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "token"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def head():
-    """A real head node with the dashboard (Jobs API) on 127.0.0.1; yields its dashboard URL."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="rmo-head-", dir="/tmp"))  # short: Ray's socket paths are limited
-    gcs_port, dashboard_port = _free_port(), _free_port()
-    env = _client_env()
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ray.scripts.scripts",
-            "start",
-            "--head",
-            "--num-cpus=4",
-            f"--port={gcs_port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard_port}",
-            f"--temp-dir={temp_dir}",
-            "--include-dashboard=true",
-            # the agent's default port (52365) is fixed: another Ray on this machine would hold it,
-            # leaving this head's agent without HTTP and jobs unsubmittable
-            f"--dashboard-agent-listen-port={_free_port()}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        _wait_for_job_agent(f"http://127.0.0.1:{dashboard_port}")
-        yield f"http://127.0.0.1:{dashboard_port}"
-    finally:
-        _stop_by_pid(str(temp_dir))
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _stop_by_pid(marker: str) -> None:
-    """Stop only the processes of this head (their command lines name its temp dir)."""
-    mine = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any(marker in part for part in (proc.info["cmdline"] or [])):
-            mine.append(proc)
-    for proc in mine:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(mine, timeout=15)
-    for proc in alive:
-        proc.kill()
-
-
-def _wait_for_job_agent(address: str, limit_s: float = 180) -> None:
-    """A fresh head answers HTTP before its job agent registers; submit a no-op until one runs."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        done = subprocess.run(
-            ["ray", "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"],
-            env=_client_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"the job agent never became ready:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-            )
-        time.sleep(3)
-
-
 def _run_submit(address: str, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--", "python", *args],
-        env=_client_env(),
+        env=client_env(),
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -137,7 +44,7 @@ def _last_json(lines: list[str]) -> dict:
     raise AssertionError("no JSON summary line:\n" + "\n".join(lines[-20:]))
 
 
-def test_ingest_then_pipeline_jobs_serve_a_champion_on_a_real_head(head, tmp_path):
+def test_ingest_then_pipeline_jobs_serve_a_champion_on_a_real_head(ray_head, tmp_path):
     """`raymlops submit` ingests; `ray job submit` runs the pipeline: train, gate, promote, deploy."""
     import requests
 
@@ -146,7 +53,7 @@ def test_ingest_then_pipeline_jobs_serve_a_champion_on_a_real_head(head, tmp_pat
     raw = demo_raw_config(
         tmp_path / "home",
         training={"num_workers": 2, "epochs": 3, "learning_rate": 0.01, "cpus_per_worker": 0.5},
-        serving={"port": _free_port(), "num_replicas": 1},
+        serving={"port": free_port(), "num_replicas": 1},
     )
     config_path = tmp_path / "job.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -157,15 +64,15 @@ def test_ingest_then_pipeline_jobs_serve_a_champion_on_a_real_head(head, tmp_pat
 
     submitted = subprocess.run(
         [sys.executable, "-m", "raymlops.cli", "submit", "ingest", "--config", str(config_path),
-         "--address", head, "--", "--source", str(source)],
-        env=_client_env(), capture_output=True, text=True, timeout=300, cwd=REPO,
+         "--address", ray_head, "--", "--source", str(source)],
+        env=client_env(), capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stdout[-4000:] + submitted.stderr[-4000:]
     ingest = _last_json([line for line in submitted.stdout.splitlines() if line.startswith("{")])
     assert ingest["ok"] and ingest["data_version"] == 0 and ingest["num_rows_added"] == 1200
     assert "SUCCEEDED" in submitted.stdout
 
-    done = _last_json(_submit(head, "jobs/pipeline.py", "--config", str(config_path)))
+    done = _last_json(_submit(ray_head, "jobs/pipeline.py", "--config", str(config_path)))
     assert done["ok"] and done["model_version"] == 1 and done["data_version"] == 0
     assert done["gate_passed"] and done["promoted"]
     assert done["holdout_accuracy"] > done["majority_baseline"]
@@ -180,11 +87,11 @@ def test_ingest_then_pipeline_jobs_serve_a_champion_on_a_real_head(head, tmp_pat
     assert answer.json()["model_version"] == "1"
 
 
-def test_a_job_with_a_bad_config_fails_with_a_json_error(head, tmp_path):
+def test_a_job_with_a_bad_config_fails_with_a_json_error(ray_head, tmp_path):
     """The job itself validates the config (the cluster may have another raymlops than the client)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**demo_raw_config(tmp_path), "trainig": {}}))
-    done = _run_submit(head, "jobs/train.py", "--config", str(bad), timeout_s=300)
+    done = _run_submit(ray_head, "jobs/train.py", "--config", str(bad), timeout_s=300)
     assert done.returncode != 0
     last = _last_json([line for line in done.stdout.splitlines() if line.strip()])
     assert last == {"ok": False, "error": "ConfigError", "message": last["message"]}

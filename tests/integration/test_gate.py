@@ -13,31 +13,21 @@ import re
 import time
 
 import mlflow
-import pyarrow.csv as pacsv
 import pytest
 import yaml
 
-from raymlops import data, evaluate, pipeline, registry, train
+from raymlops import evaluate, pipeline, registry
 from raymlops.cli import main
 from raymlops.config import parse_config
 from raymlops.data._demo import NOISE_FEATURE
 from raymlops.errors import ConfigError, PromotionError, VersionNotFoundError
-from tests.conftest import demo_raw_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gate")
-    raw = demo_raw_config(folder / "home", training={"num_workers": 1, "epochs": 4, "cpus_per_worker": 0.5})
-    cfg = parse_config(raw)
-    pacsv.write_csv(data.generate_demo_data(4000, seed=31), folder / "d.csv")
-    prepared = data.prepare(data.ingest(str(folder / "d.csv"), cfg), cfg)
-    good = train.run(prepared, cfg)
-    # A model that has barely left its random initialisation: clearly worse on the holdout.
-    poor = train.run(prepared, cfg, overrides={"learning_rate": 1e-6, "epochs": 1})
-    return raw, good, poor
+def runs(trained_pair):
+    return trained_pair.raw("churn"), trained_pair.good, trained_pair.poor
 
 
 def _named(raw, name, **gate):

@@ -7,29 +7,25 @@ import subprocess
 import sys
 
 import pandas as pd
-import pyarrow.csv as pacsv
 import pytest
 import yaml
 
-from raymlops import data, registry, train
+from raymlops import registry
 from raymlops.cli import main
 from raymlops.config import parse_config
 from raymlops.errors import ConfigError, VersionNotFoundError
-from tests.conftest import demo_raw_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One small training run, registered twice (versions 1 and 2)."""
+def trained(trained_pair, tmp_path_factory):
+    """The session's good training run, registered twice (versions 1 and 2) as ``registered``."""
     folder = tmp_path_factory.mktemp("registry")
-    raw = demo_raw_config(folder / "home", training={"num_workers": 1, "epochs": 2, "cpus_per_worker": 0.5})
+    raw = trained_pair.raw("registered")
     cfg = parse_config(raw)
     (folder / "raymlops.yaml").write_text(yaml.safe_dump(raw))
-    pacsv.write_csv(data.generate_demo_data(1500, seed=21), folder / "d.csv")
-    prepared = data.prepare(data.ingest(str(folder / "d.csv"), cfg), cfg)
-    result = train.run(prepared, cfg)
+    result = trained_pair.good
     first = registry.register(result, cfg)
     second = registry.register(result, cfg)
     return cfg, result, first, second, folder

@@ -13,20 +13,19 @@ import json
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow.csv as pacsv
 import pytest
 import requests
 from deltalake import DeltaTable
 
-from raymlops import data, pipeline, registry, train
+from raymlops import pipeline, registry
 from raymlops import serve as rserve
 from raymlops.config import parse_config
 from raymlops.data._demo import CATEGORICAL, NUMERIC
-from tests.conftest import demo_raw_config
 from tests.helpers.records import GOOD
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
@@ -41,14 +40,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
+def endpoint(trained_pair):
     from ray import serve
 
-    folder = tmp_path_factory.mktemp("serve")
-    raw = demo_raw_config(
-        folder / "home",
-        name="serving",
-        training={"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5},
+    raw = trained_pair.raw(
+        "serving",
         serving={
             "port": _free_port(),
             "num_replicas": "auto",
@@ -66,14 +62,11 @@ def endpoint(tmp_path_factory):
         },
         monitoring={"window_size": 200, "min_window_size": 100, "check_interval_s": 1.0},
     )
-    raw["name"] = "serving"
     cfg = parse_config(raw)
-    pacsv.write_csv(data.generate_demo_data(3000, seed=41), folder / "d.csv")
-    prepared = data.prepare(data.ingest(str(folder / "d.csv"), cfg), cfg)
-    good = registry.register(train.run(prepared, cfg), cfg)
-    poor = registry.register(train.run(prepared, cfg, overrides={"learning_rate": 1e-6, "epochs": 1}), cfg)
+    good = registry.register(trained_pair.good, cfg)
+    poor = registry.register(trained_pair.poor, cfg)
     assert pipeline.gate_and_promote(cfg, f"serving/{good.version}", reason="first").promoted
-    holdout = prepared.test.to_pandas()
+    holdout = trained_pair.prepared.test.to_pandas()
     ep = rserve.deploy(cfg)
     yield cfg, ep, holdout, good.version, poor.version
     serve.shutdown()
@@ -332,6 +325,16 @@ def test_no_champion_gives_503_and_a_token_is_required_when_configured(endpoint,
         assert response.status_code == 503 and "no champion" in response.json()["detail"]
     finally:
         rserve.shutdown(empty)
+    _assert_not_in_ray_logs("s3cret-token")
+
+
+def _assert_not_in_ray_logs(secret: str) -> None:
+    """No file of this Ray session (driver, replicas, proxy, controller) contains ``secret``."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaked = [p.name for p in logs.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked, f"the bearer token is in {leaked}"
 
 
 def test_cli_canary_shadow_and_status_drive_the_running_endpoint(endpoint, tmp_path, capsys):

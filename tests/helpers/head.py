@@ -1,0 +1,106 @@
+"""A real `ray start --head` with its dashboard (the Jobs API) on 127.0.0.1, stopped by its process ids.
+
+Shared by the jobs end-to-end tests and the Jobs API fault tests through the
+session fixture ``ray_head`` (one head start, about 20 s, for both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+
+def client_env() -> dict[str, str]:
+    """The head uses Ray's default token auth; a client must opt in (the token is in ~/.ray/auth_token)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def running_head() -> Iterator[str]:
+    """Start a real head node with the dashboard (Jobs API) on 127.0.0.1; yields its dashboard URL."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rmo-head-", dir="/tmp"))  # short: Ray's socket paths are limited
+    gcs_port, dashboard_port = free_port(), free_port()
+    env = client_env()
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--num-cpus=4",
+            f"--port={gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=true",
+            # the agent's default port (52365) is fixed: another Ray on this machine would hold it,
+            # leaving this head's agent without HTTP and jobs unsubmittable
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        wait_for_job_agent(f"http://127.0.0.1:{dashboard_port}")
+        yield f"http://127.0.0.1:{dashboard_port}"
+    finally:
+        stop_by_marker(str(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_by_marker(marker: str) -> None:
+    """Stop only the processes of this head (their command lines name its temp dir)."""
+    mine = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any(marker in part for part in (proc.info["cmdline"] or [])):
+            mine.append(proc)
+    for proc in mine:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for proc in alive:
+        proc.kill()
+
+
+def wait_for_job_agent(address: str, limit_s: float = 180) -> None:
+    """A fresh head answers HTTP before its job agent registers; submit a no-op until one runs."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        done = subprocess.run(
+            ["ray", "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"],
+            env=client_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the job agent never became ready:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
+        time.sleep(3)
