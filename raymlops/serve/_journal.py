@@ -46,7 +46,9 @@ class Journal:
     """Append-only segments owned by one live process; the dead's segments are adopted."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        # the segments hold request payloads and are unpickled by the next replica:
+        # only the user Ray runs as may read or write them
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.folder = folder
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # locked under a name no adopter globs for, then renamed (the lock moves with
@@ -56,9 +58,9 @@ class Journal:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         pending.rename(folder / f"{self.owner}.lock")
         self._number = 0
-        self._file: Any = open(self._segment(self.owner, 0), "ab", buffering=0)  # noqa: SIM115 -- kept open
+        self._file: Any = _open_segment(self._segment(self.owner, 0))
         self._sealed: list[Path] = []
-        self.failed: OSError | None = None  # set by the first failed write; journaling stops
+        self.failed: Exception | None = None  # set by the first failed write; journaling stops
 
     def write(self, entry: Any) -> None:
         """Append one entry and hand it to the OS (the caller serialises calls).
@@ -68,13 +70,13 @@ class Journal:
         """
         if self.failed is not None:
             return
-        blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
-        record = len(blob).to_bytes(_LENGTH_BYTES, "little") + blob
         try:
+            blob = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+            record = len(blob).to_bytes(_LENGTH_BYTES, "little") + blob
             num_written = self._file.write(record)
             if num_written != len(record):  # a short write: the disk filled up mid-record
                 raise OSError(f"wrote {num_written} of {len(record)} bytes")
-        except OSError as error:
+        except Exception as error:  # a closed file is a ValueError: never fail the request
             self._fail(error)
 
     def seal(self) -> None:
@@ -85,7 +87,7 @@ class Journal:
             self._file.close()
             self._sealed.append(self._segment(self.owner, self._number))
             self._number += 1
-            self._file = open(self._segment(self.owner, self._number), "ab", buffering=0)  # noqa: SIM115
+            self._file = _open_segment(self._segment(self.owner, self._number))
         except OSError as error:
             self._fail(error)
 
@@ -99,8 +101,12 @@ class Journal:
         """Yield the entries of every dead owner's segments, then delete them.
 
         The caller must have journaled each yielded entry itself before asking
-        for the next owner's (it does, by appending them to its own log).
+        for the next owner's (it does, by appending them to its own log). A
+        replica whose own journal failed adopts nothing: the orphans would
+        then live only in its memory.
         """
+        if self.failed is not None:
+            return
         for lock_path in sorted(self.folder.glob("*.lock")):
             owner = lock_path.stem
             if owner == self.owner:
@@ -114,9 +120,7 @@ class Journal:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # its owner is alive
-                segments = sorted(
-                    self.folder.glob(f"{owner}.*.wal"), key=lambda p: int(p.suffixes[-2].lstrip("."))
-                )
+                segments = sorted(self.folder.glob(f"{owner}.*.wal"), key=_segment_number)
                 entries = [entry for path in segments for entry in _read_or_set_aside(path)]
                 if entries:
                     _LOG.warning(
@@ -146,7 +150,7 @@ class Journal:
     def _segment(self, owner: str, number: int) -> Path:
         return self.folder / f"{owner}.{number}.wal"
 
-    def _fail(self, error: OSError) -> None:
+    def _fail(self, error: Exception) -> None:
         """Stop journaling; a torn record can only be the segment's last, which readers skip."""
         self.failed = error
         _LOG.warning(
@@ -159,16 +163,39 @@ class Journal:
             self._file.close()
 
 
+def _open_segment(path: Path) -> Any:
+    """A segment opened for unbuffered appends, readable by its owner only."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0)
+
+
+def _segment_number(path: Path) -> int:
+    """``<owner>.<n>.wal`` → n; a stray name sorts last rather than stopping every flush."""
+    number = path.name.rsplit(".", 2)[-2]
+    return int(number) if number.isdigit() else 2**62
+
+
 def _read_or_set_aside(path: Path) -> list[Any]:
-    """A dead owner's segment, or nothing when it cannot be read (renamed ``*.bad`` and kept)."""
+    """A dead owner's segment, up to its first unreadable record.
+
+    A segment that cannot be read to the end (a corrupt record, an entry type
+    this version cannot rebuild) gives the records before the bad one and is
+    kept as ``*.bad`` for inspection, instead of stopping every later flush.
+    """
+    entries: list[Any] = []
     try:
-        return list(_read(path))
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as error:
+        entries.extend(_read(path))
+    except Exception as error:  # unpickling can raise nearly anything
         bad = path.with_name(path.name + ".bad")
-        _LOG.error("cannot read journal segment %s (%s); kept as %s, not replayed", path, error, bad)
+        _LOG.error(
+            "cannot read journal segment %s past record %d (%s); kept as %s, the rest not replayed",
+            path,
+            len(entries),
+            error,
+            bad,
+        )
         with contextlib.suppress(OSError):
             path.rename(bad)
-        return []
+    return entries
 
 
 def _read(path: Path) -> Iterator[Any]:

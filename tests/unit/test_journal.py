@@ -121,13 +121,16 @@ def test_a_failed_journal_write_never_fails_the_append(tmp_path):
 def test_an_unreadable_segment_is_set_aside_not_replayed_forever(tmp_path):
     folder = tmp_path / "journal"
     dead = Journal(folder)
-    dead.write(Feedback("lost", 0, [1]))
+    dead.write(Feedback("readable", 0, [1]))
     dead.close(delete=False)
     segment = next(folder.glob("*.wal"))
-    segment.write_bytes((5).to_bytes(4, "little") + b"notpk")  # whole length, garbage pickle
+    assert segment.stat().st_mode & 0o077 == 0  # request payloads: the owner's eyes only
+    with segment.open("ab") as f:
+        f.write((5).to_bytes(4, "little") + b"notpk")  # a whole record of garbage
+        f.write((5).to_bytes(4, "little") + b"never")  # not reached
     written: list[str] = []
     log = _log(lambda t: written.extend(t.column(0).to_pylist()), folder)
-    assert log.flush() == 0 and written == []
+    assert log.flush() == 1 and written == ["readable"]  # what came before the bad record
     assert [p.name for p in folder.glob("*.bad")] == [segment.name + ".bad"]
     assert log.flush() == 0  # the dead owner is gone: nothing is retried
     log.close()
