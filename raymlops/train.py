@@ -330,22 +330,34 @@ def run(
     return trained
 
 
+# the settings a checkpoint depends on; a changed gate, endpoint or monitor does not matter to it
+_CHECKPOINT_SETTINGS = ("data.", "model.", "preprocessing.", "split.", "training.", "override.")
+
+
 def _check_same_params(client: Any, run_id: str, run_name: str, params: dict[str, str]) -> None:
-    """Refuse to resume a run under other settings: its checkpoints belong to the old ones."""
+    """Refuse to resume a run under other training settings: its checkpoints belong to the old ones.
+
+    Parameters the interrupted driver had not logged yet are logged now (MLflow
+    never overwrites one, so only the missing ones can be).
+    """
     from raymlops._internal import tracking
 
     logged = client.get_run(run_id).data.params
-    if not logged:  # killed before its parameters were logged
-        tracking.log_params(client, run_id, params)
-        return
-    changed = sorted(k for k in params.keys() | logged.keys() if params.get(k) != logged.get(k))
+    missing = {k: v for k, v in params.items() if k not in logged}
+    changed = sorted(
+        k
+        for k in params.keys() & logged.keys()
+        if params[k] != logged[k] and k.startswith(_CHECKPOINT_SETTINGS)
+    )
     if changed:
-        shown = ", ".join(f"{k}: {logged.get(k)!r} -> {params.get(k)!r}" for k in changed[:5])
+        shown = ", ".join(f"{k}: {logged[k]!r} -> {params[k]!r}" for k in changed[:5])
         raise TrainingError(
             f"training run {run_name} was interrupted and would resume from its last checkpoint, "
-            f"but {len(changed)} setting(s) changed since ({shown}); "
+            f"but {len(changed)} training setting(s) changed since ({shown}); "
             "restore them or start under a new run name"
         )
+    if missing:
+        tracking.log_params(client, run_id, missing)
 
 
 def _unfinished_run(client: Any, experiment_id: str, run_name: str) -> str | None:

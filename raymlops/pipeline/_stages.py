@@ -216,9 +216,9 @@ def retrain(
     tag = submission_id or f"manual-{int(time.time())}"
     folder = config.monitor_dir / "retrain" / tag
     done = _load_progress(folder)
-    if "outcome" in done:  # finished before: report it again, change nothing
-        say(f"retrain {tag} already finished: {done['outcome']['detail']}")
-        return RetrainOutcome(**done["outcome"])
+    if "outcome" in done:  # finished before: report it again (the job's result too), change nothing
+        say(f"retrain {tag} already finished")
+        return _record_retrain(config, submission_id, RetrainOutcome(**done["outcome"]), say)
     if done:
         say(f"resuming retrain {tag}: {', '.join(f'{k} {v}' for k, v in sorted(done.items()))} already done")
         before = done["champion_before"]
@@ -252,33 +252,46 @@ def retrain(
         }
         _save_progress(folder, done)
     data_version = int(done["data_version"])
+    run_name = f"{config.name}-{tag}"  # fixed: a re-submitted job resumes the killed one's checkpoints
     if "model_version" not in done:
-        if config.retraining.sweep:
-            trained = tune_and_register(config, data_version=data_version, say=say)
-        else:  # a fixed run name: a re-submitted job resumes from the killed one's last checkpoint
-            trained = train_and_register(
-                config, data_version=data_version, run_name=f"{config.name}-{tag}", say=say
-            )
-        done["model_version"] = trained.model_version.version
+        registered = None if config.retraining.sweep else _version_trained_as(config, run_name)
+        if registered is not None:  # the driver was killed after registering, before recording it
+            say(f"version {registered} was already trained and registered as {run_name}")
+            done["model_version"] = registered
+        elif config.retraining.sweep:
+            done["model_version"] = tune_and_register(
+                config, data_version=data_version, say=say
+            ).model_version.version
+        else:
+            trained = train_and_register(config, data_version=data_version, run_name=run_name, say=say)
+            done["model_version"] = trained.model_version.version
         _save_progress(folder, done)
-    ref = f"{config.name}/{done['model_version']}"
-    report = evaluate.gate(config, ref, data_version=data_version, progress=say)
-    for line in report.summary().splitlines():
-        say(line)
     model_version = int(done["model_version"])
+    ref = f"{config.name}/{model_version}"
     common = dict(
         num_labelled_rows=int(done["num_labelled_rows"]),
         labels_through_us=done["labels_through_us"],
         data_version=data_version,
         model_version=model_version,
         champion_before=before,
-        gate_report_id=report.report_id,
     )
+    champion = registry.champion(config)
+    if "gate_report_id" in done and champion is not None and champion.version == model_version:
+        # the driver was killed after the promotion, before recording it
+        outcome = _promoted(model_version, before, done["gate_report_id"], common)
+        _save_progress(folder, {**done, "outcome": outcome.summary()})
+        return _record_retrain(config, submission_id, outcome, say)
+    report = evaluate.gate(config, ref, data_version=data_version, progress=say)
+    for line in report.summary().splitlines():
+        say(line)
+    common["gate_report_id"] = report.report_id
     if not report.passed:
         reasons = "; ".join(f"{c.rule} [{c.subject}]: {c.detail}" for c in report.failures)
         outcome = RetrainOutcome("rejected", f"gate rejected version {model_version}: {reasons}", **common)
         _save_progress(folder, {**done, "outcome": outcome.summary()})
         return _record_retrain(config, submission_id, outcome, say)
+    done["gate_report_id"] = report.report_id
+    _save_progress(folder, done)
     weight, duration_s = config.retraining.canary_weight, config.retraining.canary_duration_s
     if before is not None and weight > 0 and duration_s > 0:
         registry.set_rollout(config, ref, canary_weight=weight, reason=f"{tag}: canary after a passed gate")
@@ -287,10 +300,39 @@ def retrain(
     registry.promote(
         config, ref, reason=f"{tag}: retrained on production labels, gate {report.report_id} passed"
     )
-    detail = f"version {model_version} promoted (was {before}); gate {report.report_id} passed"
-    outcome = RetrainOutcome("promoted", detail, **common)
+    outcome = _promoted(model_version, before, report.report_id, common)
     _save_progress(folder, {**done, "outcome": outcome.summary()})
     return _record_retrain(config, submission_id, outcome, say)
+
+
+def _promoted(
+    model_version: int, before: int | None, report_id: str, common: dict[str, Any]
+) -> RetrainOutcome:
+    detail = f"version {model_version} promoted (was {before}); gate {report_id} passed"
+    return RetrainOutcome("promoted", detail, **{**common, "gate_report_id": report_id})
+
+
+def _version_trained_as(config: ProjectConfig, run_name: str) -> int | None:
+    """The version registered from a finished training run of this name, if there is one."""
+    import mlflow
+
+    from raymlops import runtime
+
+    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    experiment = client.get_experiment_by_name(config.name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`ray.train.run_name` = '{run_name}' and attributes.status = 'FINISHED'",
+    )
+    versions = [
+        int(v.version)
+        for run in runs
+        for v in client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        if v.name == config.name
+    ]
+    return max(versions) if versions else None
 
 
 _PROGRESS_FILE = "progress.json"
