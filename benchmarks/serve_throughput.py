@@ -24,8 +24,15 @@ Ray starts), so there are two: Python proxy first, then HAProxy.
     python benchmarks/serve_throughput.py                 # ~5 min on 2 cores
     python benchmarks/serve_throughput.py --duration-s 10 --concurrency 32
 
-Results print as a table (requests/s, p50/p99 ms, non-2xx, × bare FastAPI) and
-go to ``benchmarks/results/serve_throughput.json``.
+Beside throughput it times two operations against the bare server:
+
+  cold start   nothing running → the first 200 from /predict (raymlops: a fresh
+               local Ray, then the deploy; bare: uvicorn's 2 processes)
+  model swap   a new version promoted → the endpoint answers with it, serving all
+               along (bare: the only way it has, stop and restart on the new bundle)
+
+Results print as tables (requests/s, p50/p99 ms, non-2xx, × bare FastAPI; the
+timings) and go to ``benchmarks/results/serve_throughput.json``.
 """
 
 from __future__ import annotations
@@ -70,8 +77,11 @@ def _config(home: Path, port: int, **serving: object):
     )
 
 
-def _prepare_model(home: Path) -> tuple[str, list[dict]]:
-    """Train and promote a demo model; returns the bundle folder and a request's records."""
+def _prepare_model(home: Path) -> tuple[str, list[dict], int]:
+    """Train and promote a demo model, and register a second version of it for the swap.
+
+    Returns the bundle folder, a request's records and the second version.
+    """
     import pyarrow.csv as pacsv
 
     from raymlops import data, registry, runtime, train
@@ -82,7 +92,9 @@ def _prepare_model(home: Path) -> tuple[str, list[dict]]:
     pacsv.write_csv(data.generate_demo_data(3000, seed=5), source)
     with runtime.session(cfg, log_to_driver=False):
         prepared = data.prepare(data.ingest(str(source), cfg), cfg)
-        version = registry.register(train.run(prepared, cfg), cfg).version
+        trained = train.run(prepared, cfg)
+        version = registry.register(trained, cfg).version
+        swap_to = registry.register(trained, cfg).version  # registering reads the test split: in session
     registry.promote(cfg, f"bench/{version}", reason="benchmark", force=True)
     import mlflow
 
@@ -91,7 +103,7 @@ def _prepare_model(home: Path) -> tuple[str, list[dict]]:
     )
     rows = data.generate_demo_data(RECORDS_PER_REQUEST, seed=9).to_pandas()
     features = list(cfg.data.schema.feature_names)
-    return bundle, json.loads(rows[features].to_json(orient="records"))
+    return bundle, json.loads(rows[features].to_json(orient="records")), swap_to
 
 
 # --------------------------------------------------------------------------- load generation
@@ -216,11 +228,24 @@ BARE_APP = textwrap.dedent(
 )
 
 
-def _bare_fastapi(bundle: str, body: str, args: argparse.Namespace, folder: Path) -> list[dict]:
-    (folder / "bare_app.py").write_text(BARE_APP)
-    port = _free_port()
+def _first_prediction(url: str, body: str, timeout_s: float = 180) -> None:
+    """Poll until ``url`` answers a prediction with 200."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.post(url, data=body, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} gave no prediction within {timeout_s:.0f} s")
+
+
+def _spawn_bare(bundle: str, port: int, folder: Path) -> subprocess.Popen:
     env = {**os.environ, "BENCH_BUNDLE": bundle, "PYTHONPATH": str(folder)}
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -240,12 +265,36 @@ def _bare_fastapi(bundle: str, body: str, args: argparse.Namespace, folder: Path
         env=env,
         start_new_session=True,
     )
+
+
+def _stop_bare(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(30)
+
+
+def _bare_fastapi(
+    bundle: str, body: str, args: argparse.Namespace, folder: Path, timings: dict
+) -> list[dict]:
+    """The baseline's throughput; its cold start, and a model swap done the only way it can: a restart."""
+    (folder / "bare_app.py").write_text(BARE_APP)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/predict"
+    started = time.perf_counter()
+    server = _spawn_bare(bundle, port, folder)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
-        return _measure("bare-fastapi", f"http://127.0.0.1:{port}/predict", body, args, folder)
+        _first_prediction(url, body)
+        timings["bare-fastapi"] = {"cold_start_s": time.perf_counter() - started}
+        rows = _measure("bare-fastapi", url, body, args, folder)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        started = time.perf_counter()  # swap: stop the old server, start one on the new bundle
+        _stop_bare(server)
+    server = _spawn_bare(bundle, port, folder)
+    try:
+        _first_prediction(url, body)
+        timings["bare-fastapi"]["model_swap_s"] = time.perf_counter() - started
+    finally:
+        _stop_bare(server)
+    return rows
 
 
 def _default_serve_app(bundle: str):
@@ -289,6 +338,29 @@ def _default_serve_app(bundle: str):
     return Plain.bind(bundle)
 
 
+def _swap(cfg, version: int, url: str, body: str) -> float:
+    """Promote ``version``; seconds until the endpoint answers with it.
+
+    The endpoint keeps serving while it swaps: replicas see the alias move within
+    ``serving.watch_interval_s``, load the new bundle and switch atomically.
+    """
+    import requests
+
+    from raymlops import registry
+
+    started = time.perf_counter()
+    registry.promote(cfg, f"{cfg.name}/{version}", reason="benchmark swap", force=True)
+    while time.perf_counter() - started < 120:
+        try:
+            answer = requests.post(url, data=body, timeout=10)
+            if answer.status_code == 200 and answer.json().get("model_version") == str(version):
+                return time.perf_counter() - started
+        except requests.RequestException:
+            pass  # counted in the time: a swap that drops requests is slower, not faster
+        time.sleep(0.05)
+    raise RuntimeError(f"version {version} was not serving 120 s after its promotion")
+
+
 def _ray_session(
     ingress: str,
     variants: list[tuple[str, dict]],
@@ -297,6 +369,8 @@ def _ray_session(
     body: str,
     args: argparse.Namespace,
     folder: Path,
+    timings: dict,
+    swap_to: int | None,
 ) -> list[dict]:
     """One fresh local Ray with the given Serve ingress, measuring each variant in turn."""
     from ray import serve
@@ -309,8 +383,10 @@ def _ray_session(
     port = _free_port()
     rows: list[dict] = []
     base = _config(home, port, ingress=ingress)
+    started = time.perf_counter()
     with runtime.session(base, log_to_driver=False):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
+        ray_start_s = time.perf_counter() - started  # Ray and Serve's controller and proxy
         for name, serving in variants:
             if name == "ray-serve-default":
                 serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
@@ -318,8 +394,15 @@ def _ray_session(
                 rows += _measure(name, f"http://127.0.0.1:{port}/plain/predict", body, args, folder)
                 serve.delete("plain")
                 continue
+            started = time.perf_counter()
             endpoint = rserve.deploy(_config(home, port, ingress=ingress, **serving))
+            _first_prediction(f"{endpoint.url}/predict", body)
+            if name == "raymlops":
+                timings[name] = {"ray_start_s": ray_start_s, "deploy_s": time.perf_counter() - started}
+                timings[name]["cold_start_s"] = ray_start_s + timings[name]["deploy_s"]
             rows += _measure(name, f"{endpoint.url}/predict", body, args, folder)
+            if name == "raymlops" and swap_to is not None:
+                timings[name]["model_swap_s"] = _swap(base, swap_to, f"{endpoint.url}/predict", body)
             rserve.shutdown(base)
         serve.shutdown()
     return rows
@@ -343,6 +426,17 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _timings_table(timings: dict[str, dict[str, float]]) -> str:
+    """Cold start (nothing running → first 200) and model swap, raymlops beside the bare server."""
+    base = timings.get("bare-fastapi", {})
+    lines = ["| variant | measure | seconds | × bare FastAPI |", "|---|---|---:|---:|"]
+    for variant, values in timings.items():
+        for measure, seconds in values.items():
+            ratio = f"{seconds / base[measure]:.2f}" if measure in base else "–"
+            lines.append(f"| {variant} | {measure} | {seconds:.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -359,11 +453,12 @@ def main() -> None:
         home = folder / "home"
         os.environ["RAYMLOPS_HOME"] = str(home)
         print("training the demo model to serve ...", flush=True)
-        bundle, records = _prepare_model(home)
+        bundle, records, swap_to = _prepare_model(home)
         body = json.dumps({"records": records})
         rows: list[dict] = []
+        timings: dict[str, dict[str, float]] = {}
         if "bare-fastapi" not in args.skip:
-            rows += _bare_fastapi(bundle, body, args, folder)
+            rows += _bare_fastapi(bundle, body, args, folder, timings)
         python = [("ray-serve-default", {}), ("raymlops-python", {})]
         haproxy = [
             ("raymlops", {}),
@@ -374,10 +469,13 @@ def main() -> None:
         for ingress, variants in (("python", python), ("haproxy", haproxy)):
             chosen = [(name, serving) for name, serving in variants if name not in args.skip]
             if chosen:
-                rows += _ray_session(ingress, chosen, home, bundle, body, args, folder)
+                swap = swap_to if ingress == "haproxy" else None
+                rows += _ray_session(ingress, chosen, home, bundle, body, args, folder, timings, swap)
     table = _table(rows)
     print()
     print(table)
+    print()
+    print(_timings_table(timings))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -390,6 +488,7 @@ def main() -> None:
                 "records_per_request": RECORDS_PER_REQUEST,
                 "duration_s": args.duration_s,
                 "rows": rows,
+                "timings_s": timings,
             },
             indent=1,
         )
