@@ -669,9 +669,11 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
 def _problems(error: ValidationError, raw: Any) -> list[tuple[str, str]]:
     problems = []
     for item in error.errors(include_url=False):
-        loc = [str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]]
+        parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]]
         # Union members show up in loc (e.g. 'int', "literal['auto']"); keep the real keys only.
-        loc = [p for p in loc if p.isidentifier() or p.startswith("[")]
+        loc = [p for p in parts if p.isidentifier() or p.startswith("[")]
+        if item["type"] == "extra_forbidden" and parts and loc[-1:] != parts[-1:]:
+            loc.append(parts[-1])  # an unknown key is named as written, identifier or not (e.g. ':')
         inner = item.get("ctx", {}).get("error")
         if isinstance(inner, _FieldProblem):
             loc = loc + inner.field.split(".")

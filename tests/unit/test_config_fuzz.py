@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from raymlops.config import load_config
 from raymlops.errors import ConfigError
 from tests.conftest import demo_raw_config
+from tests.helpers.fuzz import fuzz_settings
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+SETTINGS = fuzz_settings(200)
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -46,6 +47,8 @@ def _load(tmp_path: Path, text: str) -> None:
 
 
 @given(text=st.text(max_size=300))
+@example(text="::")  # an unknown key that is not an identifier once broke the error message
+@example(text="data: {'a b': 1}")
 @SETTINGS
 def test_any_text_loads_or_is_a_config_error(tmp_path_factory, text):
     _load(tmp_path_factory.mktemp("text"), text)
