@@ -8,16 +8,17 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from raymlops import data
 from raymlops.config import parse_config
 from raymlops.errors import DataError
+from tests.helpers.fuzz import fuzz_settings
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("ray_cluster")]
 
-SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+SETTINGS = fuzz_settings(10)
 
 
 def _valid(fmt: str) -> bytes:

@@ -9,10 +9,11 @@ import time
 import pytest
 import requests
 from deltalake import DeltaTable
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from raymlops.data._demo import CATEGORICAL, NUMERIC
+from tests.helpers.fuzz import fuzz_settings
 from tests.helpers.records import GOOD
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("ray_cluster")]
@@ -196,7 +197,7 @@ def test_fuzzed_bodies_get_4xx_with_a_reason_never_5xx(reliable, figures, path, 
     _, ep, _ = reliable
     tally: dict[int, int] = {}
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @fuzz_settings(150)
     @given(body=strategy)
     def check(body) -> None:
         _post_fuzzed(ep, path, body, tally)
