@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,6 +26,7 @@ from raymlops.data._results import DatasetVersion, RuleViolation, ValidationRepo
 from raymlops.data._schema import (
     ERRORS_COLUMN,
     RAW_COLUMN,
+    ColumnRule,
     column_rules,
     mark_duplicates,
     missing_columns,
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     import ray.data
 
 Progress = Callable[[str], None]
+# Made by the check pass: each row's two digest hashes and its id's hash.
+_H1, _H2, _HID = "_raymlops_h1", "_raymlops_h2", "_raymlops_id_hash"
+_HASHES = (_H1, _H2, _HID)
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -91,10 +96,9 @@ def ingest(
     if dropped:
         ds = ds.select_columns([c for c in present if c in wanted])
 
+    check = functools.partial(_check_batch, rules=rules, id_column=schema.id_column or None)
     checked = _materialize(
-        ds.map_batches(
-            functools.partial(validate_batch, rules=rules), batch_format="pyarrow", batch_size=None
-        ),
+        ds.map_batches(check, batch_format="pyarrow", batch_size=None),
         source_uri,
         fmt,
     )
@@ -198,9 +202,61 @@ def _read(source_uri: str, fmt: str) -> ray.data.Dataset:
         if Path(source_uri).is_file():
             import pyarrow.parquet as pq
 
-            pq.read_metadata(source_uri)  # a damaged footer fails here, once, not in retried Ray tasks
+            metadata = pq.read_metadata(source_uri)  # a damaged footer fails here, not in retried tasks
+            if metadata.num_row_groups > 1:
+                return ray.data.read_datasource(
+                    _parquet_row_groups(source_uri, metadata), override_num_blocks=num_blocks
+                )
         return ray.data.read_parquet(source_uri, override_num_blocks=num_blocks)
     return ray.data.read_delta(source_uri, override_num_blocks=num_blocks)
+
+
+def _parquet_row_groups(path: str, metadata: Any) -> ray.data.Datasource:
+    """A Ray Data source reading one Parquet file in row-group ranges, one read task per range.
+
+    Ray's reader makes one task per file, so a single large file was read and
+    validated by one task while the other cores waited (5M rows: 6.2 s in one
+    task). Row groups are the file's own independent units; splitting them over
+    tasks keeps every core busy. A function returning an instance, because the
+    ``Datasource`` base class must not be imported before Ray is needed.
+    """
+    import pyarrow.parquet as pq
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    num_row_groups = metadata.num_row_groups
+    sizes = [
+        (metadata.row_group(i).num_rows, metadata.row_group(i).total_byte_size) for i in range(num_row_groups)
+    ]
+    schema = metadata.schema.to_arrow_schema()
+
+    def read(row_groups: list[int]) -> list[pa.Table]:
+        return [pq.ParquetFile(path).read_row_groups(row_groups)]
+
+    class ParquetRowGroups(Datasource):
+        def get_name(self) -> str:
+            return "ReadParquetRowGroups"
+
+        def estimate_inmemory_data_size(self) -> int:
+            return sum(size for _, size in sizes)
+
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+        ) -> list[ReadTask]:
+            num_tasks = max(1, min(parallelism, num_row_groups))
+            tasks = []
+            for k in range(num_tasks):
+                groups = list(range(k * num_row_groups // num_tasks, (k + 1) * num_row_groups // num_tasks))
+                meta = BlockMetadata(
+                    num_rows=sum(sizes[i][0] for i in groups),
+                    size_bytes=sum(sizes[i][1] for i in groups),
+                    exec_stats=None,
+                    input_files=(path,),
+                )
+                tasks.append(ReadTask(functools.partial(read, groups), meta, schema, per_task_row_limit))
+            return tasks
+
+    return ParquetRowGroups()
 
 
 def _column_names(ds: ray.data.Dataset, source_uri: str, fmt: str) -> list[str]:
@@ -227,17 +283,69 @@ def _root_cause(error: BaseException) -> str:
     return text[-1] if text else type(error).__name__
 
 
+def _check_batch(batch: pa.Table, rules: tuple[ColumnRule, ...], id_column: str | None) -> pa.Table:
+    """Validate a batch and hash its rows in the same task, while the batch is in memory.
+
+    Hashing here instead of in a later pass saves a read of every block: the
+    summary then only sums the hashes of the rows that stay valid, and the
+    duplicate-id check compares the ids' hashes, a by-product of the rows'.
+    """
+    checked = validate_batch(batch, rules)
+    values = checked.select([r.name for r in rules])
+    if id_column is None:
+        h1, h2 = _digest.row_hashes(values)
+        id_hash = np.zeros(checked.num_rows, dtype=np.uint64)
+    else:
+        h1, h2, id_hash = _digest.row_and_value_hashes(values, id_column)
+    for name, column in ((_H1, h1), (_H2, h2), (_HID, id_hash)):
+        checked = checked.append_column(name, pa.array(column))
+    return checked
+
+
 def _mark_duplicate_ids(checked: ray.data.Dataset, id_column: str) -> ray.data.Dataset:
+    """Mark every row whose id occurs more than once in this input.
+
+    The ids' 64-bit hashes find the candidates with one sort on the driver
+    (5M ids: 0.14 s, against 2-3.5 s for Arrow's ``value_counts`` of the text);
+    only rows of a repeated hash are fetched and compared by their actual ids,
+    so a hash collision never marks two distinct ids.
+    """
     import ray
 
-    refs = checked.select_columns([id_column]).to_arrow_refs()
-    ids = pa.concat_tables(ray.get(refs)).column(id_column)
-    counts = pc.value_counts(pc.drop_null(ids))
+    present = checked.map_batches(
+        functools.partial(_id_hashes, id_column=id_column), batch_format="pyarrow", batch_size=None
+    )
+    parts = [_hashes(t, _HID) for t in ray.get(present.to_arrow_refs())]
+    ordered = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if len(repeated) == 0:
+        return checked
+    find = functools.partial(_ids_hashed_as, id_column=id_column, hashes=pa.array(repeated))
+    refs = checked.map_batches(find, batch_format="pyarrow", batch_size=None).to_arrow_refs()
+    counts = pc.value_counts(pa.concat_tables(ray.get(refs)).column(id_column))
     duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if len(duplicated) == 0:
         return checked
-    mark = functools.partial(mark_duplicates, id_column=id_column, duplicated=duplicated)
+    mark = functools.partial(_mark_batch, id_column=id_column, duplicated=duplicated)
     return checked.map_batches(mark, batch_format="pyarrow", batch_size=None).materialize()
+
+
+def _id_hashes(batch: pa.Table, id_column: str) -> pa.Table:
+    return pa.table({_HID: batch.column(_HID).filter(pc.is_valid(batch.column(id_column)))})
+
+
+def _ids_hashed_as(batch: pa.Table, id_column: str, hashes: pa.Array) -> pa.Table:
+    ids = batch.column(id_column)
+    hit = pc.and_(pc.is_in(batch.column(_HID), value_set=hashes), pc.is_valid(ids))
+    return batch.select([id_column]).filter(hit)
+
+
+def _mark_batch(batch: pa.Table, id_column: str, duplicated: pa.Array) -> pa.Table:
+    """``mark_duplicates`` on the checked columns; the hashes ride along unchanged."""
+    marked = mark_duplicates(batch.drop_columns(list(_HASHES)), id_column, duplicated)
+    for name in _HASHES:
+        marked = marked.append_column(name, batch.column(name))
+    return marked
 
 
 class _Summary:
@@ -286,8 +394,8 @@ def _summarise(checked: ray.data.Dataset, max_examples: int) -> _Summary:
 def _summarise_batch(batch: pa.Table, max_examples: int) -> pa.Table:
     """One row of totals (key "") plus one row per ``rule:column`` seen in this batch."""
     invalid = pc.invert(pc.is_null(batch.column(ERRORS_COLUMN))).to_numpy(zero_copy_only=False)
-    valid_rows = batch.filter(pa.array(~invalid)).drop_columns([ERRORS_COLUMN, RAW_COLUMN])
-    sums = _digest.row_sums(valid_rows)
+    valid = ~invalid
+    sums = _digest.sums_of(_hashes(batch, _H1)[valid], _hashes(batch, _H2)[valid])
     keys = [""]
     counts = [batch.num_rows]
     examples = ["[]"]
@@ -322,9 +430,14 @@ def _summarise_batch(batch: pa.Table, max_examples: int) -> pa.Table:
     )
 
 
+def _hashes(batch: pa.Table, name: str) -> np.ndarray:
+    column = batch.column(name)
+    return np.asarray(column.combine_chunks().to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
 def _valid_rows(batch: pa.Table) -> pa.Table:
     keep = pc.is_null(batch.column(ERRORS_COLUMN))
-    return batch.filter(keep).drop_columns([ERRORS_COLUMN, RAW_COLUMN])
+    return batch.filter(keep).drop_columns([ERRORS_COLUMN, RAW_COLUMN, *_HASHES])
 
 
 def _invalid_rows(batch: pa.Table) -> pa.Table:

@@ -277,15 +277,11 @@ def _batch_sums(batch: pa.Table) -> pa.Table:
 def _assign_split(
     batch: pa.Table, id_column: str | None, seed: int, bounds: tuple[float, float], schema: pa.Schema
 ) -> pa.Table:
-    import pandas as pd
-
     batch = batch.select(schema.names).cast(schema)
     h1, h2 = _digest.row_hashes(batch)
     # the id's hash (or, without an id, the row's own hash) under a seeded key
-    key_source = _digest.stable_frame(batch.select([id_column])) if id_column else pd.DataFrame({"h": h1})
-    key = pd.util.hash_pandas_object(key_source, index=False, hash_key=f"split{seed:011d}"[-16:]).to_numpy(
-        np.uint64
-    )
+    key_source = batch.column(id_column) if id_column else pa.array(h1)
+    key = _digest.key_hashes(key_source, f"split{seed:011d}"[-16:])
     unit = key.astype(np.float64) / 2.0**64
     split = np.where(unit < bounds[0], 0, np.where(unit < bounds[1], 1, 2)).astype(np.int8)
     return (

@@ -258,3 +258,52 @@ def test_rows_appended_outside_raymlops_are_covered_by_the_next_digest(tmp_path,
     assert (v.version, v.num_rows, v.num_rows_added) == (2, 180, 50)
     prepared = data.prepare(v, cfg)  # verifies the recorded digest against every stored row
     assert sum(prepared.split_num_rows) == 180
+
+
+def test_a_parquet_file_is_read_by_row_groups_with_the_same_result(tmp_path, make_config):
+    table = data.generate_demo_data(1_000, seed=11)
+    ids = table.column("customer_id").to_pylist()
+    ids[990] = ids[3]  # a duplicate across row groups, so across read tasks
+    table = table.set_column(table.schema.get_field_index("customer_id"), "customer_id", pa.array(ids))
+    pq.write_table(table, tmp_path / "groups.parquet", row_group_size=100)
+    pq.write_table(table, tmp_path / "one.parquet")
+    assert pq.read_metadata(tmp_path / "groups.parquet").num_row_groups == 10
+
+    quarantine = {"on_invalid": "quarantine"}
+    by_groups = data.ingest(str(tmp_path / "groups.parquet"), make_config(data={**quarantine, "table": "a"}))
+    whole = data.ingest(str(tmp_path / "one.parquet"), make_config(data={**quarantine, "table": "b"}))
+    assert (by_groups.num_rows_added, by_groups.num_rows_quarantined) == (998, 2)
+    assert by_groups.added_digest == whole.added_digest
+    stored = DeltaTable(by_groups.table_uri).to_pyarrow_table()
+    assert sorted(stored.column("customer_id").to_pylist()) == sorted(i for i in ids if i != ids[3])
+
+
+def test_ids_sharing_a_hash_are_compared_by_value(ray_cluster):
+    import ray
+
+    from raymlops.data import _ingest
+    from raymlops.data._schema import ERRORS_COLUMN, RAW_COLUMN
+
+    # Three distinct ids forced onto one hash, as a 64-bit collision would: none is a duplicate;
+    # a real repeat ("b" twice) is found among them.
+    def checked(ids):
+        n = len(ids)
+        return ray.data.from_arrow(
+            pa.table(
+                {
+                    "customer_id": ids,
+                    ERRORS_COLUMN: pa.nulls(n, pa.list_(pa.string())),
+                    RAW_COLUMN: pa.nulls(n, pa.string()),
+                    "_raymlops_h1": pa.array([1] * n, pa.uint64()),
+                    "_raymlops_h2": pa.array([2] * n, pa.uint64()),
+                    "_raymlops_id_hash": pa.array([7] * n, pa.uint64()),
+                }
+            )
+        )
+
+    distinct = _arrow(_ingest._mark_duplicate_ids(checked(["a", "b", "c"]), "customer_id"))
+    assert distinct.column(ERRORS_COLUMN).null_count == 3
+    repeated = _arrow(_ingest._mark_duplicate_ids(checked(["a", "b", "c", "b"]), "customer_id"))
+    errors = dict(zip(repeated.column("customer_id").to_pylist(), repeated.column(ERRORS_COLUMN).to_pylist()))
+    assert errors == {"a": None, "b": ["duplicate_id:customer_id"], "c": None}
+    assert repeated.column(RAW_COLUMN).null_count == 2
