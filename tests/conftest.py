@@ -43,17 +43,18 @@ def make_config(tmp_path: Path):
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local Ray for every integration test: 4 logical CPUs on 2 cores, no dashboard.
 
-    Serve gets the same HAProxy ingress as ``runtime.start`` gives an embedded head.
+    It gets the same environment as ``runtime.start`` gives an embedded head (Serve's
+    HAProxy ingress, Ray Train's settings for one node).
     ``ray.shutdown()`` stops exactly the GCS, raylet and workers this process started.
     """
     import os
 
     import ray
 
-    from raymlops.runtime import serve_ingress_env
+    from raymlops.runtime import local_ray_env
 
     home = tmp_path_factory.mktemp("ray-session") / "home"
-    for key, value in serve_ingress_env(parse_config(demo_raw_config(home))).items():
+    for key, value in local_ray_env(parse_config(demo_raw_config(home))).items():
         os.environ.setdefault(key, value)
 
     import socket

@@ -304,6 +304,6 @@ def test_ids_sharing_a_hash_are_compared_by_value(ray_cluster):
     distinct = _arrow(_ingest._mark_duplicate_ids(checked(["a", "b", "c"]), "customer_id"))
     assert distinct.column(ERRORS_COLUMN).null_count == 3
     repeated = _arrow(_ingest._mark_duplicate_ids(checked(["a", "b", "c", "b"]), "customer_id"))
-    errors = dict(zip(repeated.column("customer_id").to_pylist(), repeated.column(ERRORS_COLUMN).to_pylist()))
-    assert errors == {"a": None, "b": ["duplicate_id:customer_id"], "c": None}
+    ids, marks = repeated.column("customer_id").to_pylist(), repeated.column(ERRORS_COLUMN).to_pylist()
+    assert dict(zip(ids, marks, strict=True)) == {"a": None, "b": ["duplicate_id:customer_id"], "c": None}
     assert repeated.column(RAW_COLUMN).null_count == 2
