@@ -33,9 +33,11 @@ import numpy as np
 
 from raymlops.config import ProjectConfig
 from raymlops.data import FEATURES_COLUMN, PreparedData
+from raymlops.data._features import compile_features
 from raymlops.errors import ConfigError, InsufficientResourcesError, TrainingError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import ray.data
     import torch
 
@@ -152,11 +154,31 @@ def load_weights(result: TrainResult) -> torch.nn.Module:
 
 
 def model_inputs(ds: ray.data.Dataset, prepared: PreparedData, task: str) -> ray.data.Dataset:
-    """Raw rows → ``{"x": float32 features, "y": target}`` with the fitted preprocessor."""
+    """Raw rows → ``{"x": float32 features, "y": target}`` with the fitted preprocessor.
+
+    Through the preprocessor compiled to NumPy when it knows every step (the
+    same features bit for bit, without Ray's pandas/Arrow round trip per step:
+    70k rows took 5.7 s of a fit's start that way), else through Ray's ``transform``.
+    """
     encode = functools.partial(
         _encode_batch, label_column=prepared.label_column, classes=prepared.label_classes, task=task
     )
-    return prepared.preprocessor.transform(ds).map_batches(encode, batch_format="numpy")
+    features = compile_features(prepared.preprocessor)
+    if features is None:
+        return prepared.preprocessor.transform(ds).map_batches(encode, batch_format="numpy")
+    compiled = functools.partial(
+        _encode_frame, features=features, label_column=prepared.label_column, encode=encode
+    )
+    return ds.map_batches(compiled, batch_format="pandas")
+
+
+def _encode_frame(
+    frame: pd.DataFrame,
+    features: Callable[[pd.DataFrame], np.ndarray],
+    label_column: str,
+    encode: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    return encode({FEATURES_COLUMN: features(frame), label_column: frame[label_column].to_numpy()})
 
 
 def _encode_batch(

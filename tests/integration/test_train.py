@@ -97,3 +97,15 @@ def test_gpu_config_without_a_gpu_fails_fast(make_config, prepared_source):
     too_big = make_config(training={**TRAINING, "cpus_per_worker": 3.0})
     with pytest.raises(InsufficientResourcesError, match="needs 6 CPUs"):
         train.run(prepared, too_big)
+
+
+def test_model_inputs_equal_rays_preprocessor(make_config, prepared_source, monkeypatch):
+    from raymlops.data._features import ENV_SLOW_FEATURES
+
+    _, prepared = _prepare(make_config, prepared_source)
+    fast = train.model_inputs(prepared.validation, prepared, "binary").to_pandas()
+    monkeypatch.setenv(ENV_SLOW_FEATURES, "1")  # Ray's own transform, step by step
+    slow = train.model_inputs(prepared.validation, prepared, "binary").to_pandas()
+    assert len(fast) == len(slow) == prepared.split_num_rows[1]
+    assert np.array_equal(np.stack(fast["x"].to_numpy()), np.stack(slow["x"].to_numpy()))
+    assert np.array_equal(fast["y"].to_numpy(), slow["y"].to_numpy())
