@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import random
 import tempfile
 import time
@@ -35,6 +36,7 @@ from raymlops.config import ProjectConfig
 from raymlops.data import FEATURES_COLUMN, PreparedData
 from raymlops.data._features import compile_features
 from raymlops.errors import ConfigError, InsufficientResourcesError, TrainingError
+from raymlops.runtime import ENV_EMBEDDED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +50,7 @@ __all__ = [
     "build_model",
     "check_resources",
     "checkpoint_state",
+    "embedded_ray",
     "load_weights",
     "model_inputs",
     "run",
@@ -236,7 +239,6 @@ def run(
     import mlflow
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig
-    from ray.train.torch import TorchTrainer
 
     from raymlops import runtime
     from raymlops._internal import tracking
@@ -283,20 +285,22 @@ def run(
         _check_same_params(client, run_id, run_name, params)
         say(f"resuming {run_name} from its last checkpoint (MLflow run {run_id})")
         client.update_run(run_id, status="RUNNING")
-    hyperparameters = {
-        k: v
-        for k, v in loop_config.items()
-        if k not in ("mlflow_run_id", "mlflow_tracking_uri", "in_memory_shards")
-    }
+    hyperparameters = {k: v for k, v in loop_config.items() if k not in _RUN_KEYS}
     client.set_tag(run_id, "raymlops.hyperparameters", json.dumps(hyperparameters, sort_keys=True))
     client.log_text(run_id, prepared.dataset_version.to_json(), "data/dataset_version.json")
     datasets = _worker_shards(prepared, config.model.task, training.num_workers)
     small = all(ds.size_bytes() <= _IN_MEMORY_SHARD_BYTES for ds in datasets.values())
+    placement_group_path = Path(storage_path) / run_name / _PLACEMENT_GROUP_FILE
     loop_config.update(
-        {"mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri, "in_memory_shards": small}
+        {
+            "mlflow_run_id": run_id,
+            "mlflow_tracking_uri": tracking_uri,
+            "in_memory_shards": small,
+            "placement_group_path": str(placement_group_path) if embedded_ray() else None,
+        }
     )
 
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         _train_loop,
         train_loop_config=loop_config,
         scaling_config=scaling_config(config),
@@ -323,6 +327,8 @@ def run(
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and its causes
+        if embedded_ray():
+            _release_placement_group(placement_group_path)
         client.set_terminated(run_id, status="FAILED")
         raise TrainingError(
             f"training run {run_name} failed after {training.max_failures} allowed failure(s): {e}. "
@@ -350,6 +356,81 @@ def run(
         + (f", val_accuracy {best['val_accuracy']:.4f}" if "val_accuracy" in best else "")
     )
     return trained
+
+
+# loop-config keys that say where this run writes, not how it trains (kept out of the hyperparameters)
+_RUN_KEYS = ("mlflow_run_id", "mlflow_tracking_uri", "in_memory_shards", "placement_group_path")
+_PLACEMENT_GROUP_FILE = "raymlops_placement_group"
+
+
+def embedded_ray() -> bool:
+    """True on an embedded one-node Ray that raymlops started (``runtime.local_ray_env``).
+
+    Set in the environment before the head starts, so the driver, Tune trials
+    and jobs submitted to that head all see it; a cluster of its own (``ray
+    start``, KubeRay) does not, and keeps Ray Train's defaults.
+    """
+    return os.environ.get(ENV_EMBEDDED) == "1"
+
+
+def _trainer_class() -> Any:
+    """``TorchTrainer``; on an embedded Ray, without its placement-group cleaner actor.
+
+    Ray Train 2.60 starts a detached cleaner actor per fit that removes the
+    workers' placement group if the controller dies without doing so. On one
+    node it costs one more process to start beside the workers, and a 1 s stop
+    (it polls the state API once a second): an empty 1-worker fit took 7.1 s
+    with it and 5.3 s without (``benchmarks/README.md``). Its job is done here
+    instead by rank 0 recording its placement group in the run folder and
+    ``run`` removing it after a failed fit (``_release_placement_group``).
+    """
+    from ray.train.torch import TorchTrainer
+
+    if not embedded_ray():
+        return TorchTrainer
+    try:
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
+            PlacementGroupCleanerCallback,
+        )
+    except ImportError:  # another Ray version: keep its cleaner
+        return TorchTrainer
+
+    class OneNodeTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list[Any]:
+            callbacks: list[Any] = super()._create_default_callbacks()  # type: ignore[misc]
+            return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return OneNodeTorchTrainer
+
+
+def _record_placement_group(path: str) -> None:
+    """Rank 0 writes the id of the placement group its worker group runs in (embedded Ray)."""
+    from ray.util import get_current_placement_group
+
+    group = get_current_placement_group()
+    if group is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(group.id.hex())
+
+
+def _release_placement_group(path: Path) -> None:
+    """Remove a failed fit's placement group that outlived its controller (a killed controller).
+
+    Ray Train removes it itself whenever its controller shuts down; only a
+    controller that died leaves it holding its CPUs, which would starve every
+    later fit on the embedded head.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    try:
+        group_id = path.read_text().strip()
+    except OSError:
+        return  # no worker group started
+    entry = ray.util.placement_group_table().get(group_id)
+    if entry and entry.get("state") != "REMOVED":
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+        _LOG.warning("removed placement group %s, left behind by the failed fit's controller", group_id)
 
 
 # the settings a checkpoint depends on; a changed gate, endpoint or monitor does not matter to it
@@ -558,6 +639,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     _quiet_train_reports()
+    if rank == 0 and cfg.get("placement_group_path"):
+        _record_placement_group(cfg["placement_group_path"])
     if cfg["use_gpu"]:
         # On CPU the layers' kernels are deterministic already, and the switch imports
         # torch's compiler stack (1.9 s per worker); CUDA needs it for repeatable runs.

@@ -109,3 +109,19 @@ def test_model_inputs_equal_rays_preprocessor(make_config, prepared_source, monk
     assert len(fast) == len(slow) == prepared.split_num_rows[1]
     assert np.array_equal(np.stack(fast["x"].to_numpy()), np.stack(slow["x"].to_numpy()))
     assert np.array_equal(fast["y"].to_numpy(), slow["y"].to_numpy())
+
+
+def test_embedded_ray_trains_without_the_placement_group_cleaner_actor(monkeypatch):
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    def kinds(trainer_class):
+        trainer = trainer_class(lambda _cfg: None, scaling_config=ScalingConfig(num_workers=1))
+        return {type(c) for c in trainer._create_default_callbacks()}
+
+    assert train.embedded_ray()  # the session cluster gets the embedded head's environment
+    assert PlacementGroupCleanerCallback not in kinds(train._trainer_class())
+    monkeypatch.delenv("RAYMLOPS_EMBEDDED_RAY")  # a cluster of its own keeps Ray Train's cleaner
+    assert train._trainer_class() is TorchTrainer
+    assert PlacementGroupCleanerCallback in kinds(TorchTrainer)
