@@ -109,7 +109,8 @@ def _prepare_model(home: Path) -> tuple[str, list[dict], int]:
 # --------------------------------------------------------------------------- load generation
 
 
-def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path) -> dict:
+def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path, cpu: bool = False) -> dict:
+    """wrk's figures after a 1 s warm-up; with ``cpu``, also Ray's CPU seconds during the measured run."""
     script = folder / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -122,6 +123,7 @@ def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path)
         capture_output=True,
         check=False,
     )  # warm-up
+    before = _cpu_seconds() if cpu else {}
     done = subprocess.run(
         [
             "wrk",
@@ -137,7 +139,11 @@ def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path)
         text=True,
         check=True,
     )
-    return _parse_wrk(done.stdout)
+    figures = _parse_wrk(done.stdout)
+    if cpu:
+        after = _cpu_seconds()
+        figures["cpu_s"] = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return figures
 
 
 def _parse_wrk(text: str) -> dict:
@@ -361,6 +367,99 @@ def _swap(cfg, version: int, url: str, body: str) -> float:
     raise RuntimeError(f"version {version} was not serving 120 s after its promotion")
 
 
+def _cpu_seconds(pids: dict[int, float] | None = None) -> dict[int, float]:
+    """CPU seconds (user + system) of this process and every process under it, by pid.
+
+    On an embedded head that is all of Ray: GCS, raylet, the Serve controller,
+    HAProxy, the replicas, the monitor actor. ``wrk`` has exited by the time it is read.
+    """
+    import psutil
+
+    found: dict[int, float] = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        found[process.pid] = times.user + times.system  # not children_*: that holds the reaped wrk
+    return found
+
+
+def _overhead_variant(name: str, cfg, body: str, args: argparse.Namespace, folder: Path) -> dict:
+    """Deploy one logging variant, load it at the overhead concurrency, take it down again."""
+    from raymlops import monitor
+    from raymlops import serve as rserve
+
+    if name == "log+monitor":
+        monitor.start(cfg, jobs_address=None)
+    endpoint = rserve.deploy(cfg)
+    _first_prediction(f"{endpoint.url}/predict", body)
+    url, seconds = f"{endpoint.url}/predict", args.overhead_duration_s
+    result = _wrk(url, body, args.overhead_concurrency, seconds, folder, cpu=True)
+    rserve.shutdown(cfg)
+    if name == "log+monitor":
+        monitor.stop(cfg)
+    result.update(variant=name, cpu_ms_per_request=1000 * result.pop("cpu_s") / max(result["requests"], 1))
+    return result
+
+
+def _logging_overhead(home: Path, port: int, ingress: str, body: str, args, folder: Path) -> list[dict]:
+    """The inference log's cost: log off, log on, log on with the drift monitor ingesting it.
+
+    Run-to-run noise on 2 cores shared with the load generator is larger than
+    the effect (earlier runs: 359 vs 333 req/s one way, 393 vs 170 the other), so
+    the variants alternate in rounds (the order rotating each round) and each
+    round gives a paired ratio against log off; the medians are reported, and
+    beside req/s the CPU time of all of Ray per request, which the shared cores
+    disturb far less than throughput.
+    """
+    names = ["log-off", "log", "log+monitor"]
+    serving = {"log-off": {"inference_log": False}, "log": {}, "log+monitor": {}}
+    rows = []
+    for round_index in range(args.overhead_rounds):
+        order = names[round_index % 3 :] + names[: round_index % 3]
+        for name in order:
+            cfg = _config(home, port, ingress=ingress, **serving[name])
+            cfg = cfg.model_copy(
+                update={
+                    "monitoring": cfg.monitoring.model_copy(update={"enabled": name == "log+monitor"}),
+                    "retraining": cfg.retraining.model_copy(update={"enabled": False}),
+                }
+            )
+            result = _overhead_variant(name, cfg, body, args, folder)
+            result.update(round=round_index, concurrency=args.overhead_concurrency)
+            rows.append(result)
+            print(
+                f"  overhead round {round_index + 1}/{args.overhead_rounds} {name:<12} "
+                f"{result['requests_per_s']:>7.1f} req/s  {result['cpu_ms_per_request']:.2f} CPU ms/request",
+                flush=True,
+            )
+    return rows
+
+
+def _overhead_table(rows: list[dict]) -> str:
+    import statistics
+
+    off = {r["round"]: r for r in rows if r["variant"] == "log-off"}
+    lines = [
+        "| variant | req/s, median (min–max) | × log off, paired median | CPU ms / request, median "
+        "| overhead (CPU) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base_cpu = statistics.median(r["cpu_ms_per_request"] for r in off.values())
+    for name in ("log-off", "log", "log+monitor"):
+        mine = [r for r in rows if r["variant"] == name]
+        rps = [r["requests_per_s"] for r in mine]
+        paired = [r["requests_per_s"] / off[r["round"]]["requests_per_s"] for r in mine]
+        cpu = statistics.median(r["cpu_ms_per_request"] for r in mine)
+        lines.append(
+            f"| {name} | {statistics.median(rps):,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) | "
+            f"{statistics.median(paired):.3f} | {cpu:.2f} | {100 * (cpu / base_cpu - 1):+.1f} % |"
+        )
+    return "\n".join(lines)
+
+
 def _ray_session(
     ingress: str,
     variants: list[tuple[str, dict]],
@@ -404,6 +503,8 @@ def _ray_session(
             if name == "raymlops" and swap_to is not None:
                 timings[name]["model_swap_s"] = _swap(base, swap_to, f"{endpoint.url}/predict", body)
             rserve.shutdown(base)
+        if ingress == "haproxy" and args.overhead_rounds:
+            rows += _logging_overhead(home, port, ingress, body, args, folder)
         serve.shutdown()
     return rows
 
@@ -444,6 +545,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--duration-s", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-nobatch)")
+    parser.add_argument(
+        "--overhead-rounds", type=int, default=3, help="rounds of log off / log / log+monitor (0: skip)"
+    )
+    parser.add_argument("--overhead-concurrency", type=int, default=32)
+    parser.add_argument("--overhead-duration-s", type=int, default=8)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed as the load generator: apt-get install wrk (or brew install wrk)")
@@ -468,14 +574,19 @@ def main() -> None:
         ]
         for ingress, variants in (("python", python), ("haproxy", haproxy)):
             chosen = [(name, serving) for name, serving in variants if name not in args.skip]
-            if chosen:
+            if chosen or (ingress == "haproxy" and args.overhead_rounds):
                 swap = swap_to if ingress == "haproxy" else None
                 rows += _ray_session(ingress, chosen, home, bundle, body, args, folder, timings, swap)
+    overhead = [r for r in rows if "round" in r]
+    rows = [r for r in rows if "round" not in r]
     table = _table(rows)
     print()
     print(table)
     print()
     print(_timings_table(timings))
+    if overhead:
+        print()
+        print(_overhead_table(overhead))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -489,6 +600,7 @@ def main() -> None:
                 "duration_s": args.duration_s,
                 "rows": rows,
                 "timings_s": timings,
+                "logging_overhead": overhead,
             },
             indent=1,
         )

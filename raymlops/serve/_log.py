@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from raymlops.config import ProjectConfig
@@ -114,31 +113,49 @@ def now_us() -> int:
 
 
 def prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
-    """Many requests' predictions → one Arrow table of the inference-log schema (on the flush thread)."""
+    """Many requests' predictions → one Arrow table of the inference-log schema (on the flush thread).
+
+    Built column by column straight into Arrow (per-request values repeated over
+    the request's records with NumPy): 3.1 ms for 700 five-record requests,
+    against 9.3 ms through a pandas frame of the records, which was the largest
+    part of the inference log's cost in a replica (``benchmarks/README.md``).
+    NaN becomes null as it did through pandas.
+    """
     counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
-    frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns(schema))
-    frame.insert(0, REQUEST_ID, np.repeat(np.array([e.request_id for e in entries], dtype=object), counts))
-    frame.insert(1, RECORD_INDEX, np.concatenate([np.arange(c, dtype=np.int32) for c in counts]))
-    ts = np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), counts)
-    frame.insert(2, TS, pd.DatetimeIndex(ts).tz_localize("UTC"))
-    frame["model_version"] = np.repeat([e.model_version for e in entries], counts)
-    frame["route"] = np.repeat(np.array([e.route for e in entries], dtype=object), counts)
-    frame["prediction"] = [p for e in entries for p in e.predictions]
-    frame["probability"] = [
-        p
-        for e in entries
-        for p in (e.probabilities if e.probabilities is not None else [None] * len(e.records))
-    ]
-    frame["shadow_version"] = pd.array(
-        np.repeat([e.shadow_version for e in entries], counts).tolist(), dtype="Int64"
+    num_rows = int(counts.sum())
+
+    def per_request(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+        return pa.array(np.repeat(np.array(values, dtype=object), counts), arrow_type)
+
+    def per_record(values: Iterator[Any], arrow_type: pa.DataType) -> pa.Array:
+        return pa.array(list(values), arrow_type, from_pandas=True)
+
+    records = [r for e in entries for r in e.records]
+    columns: dict[str, pa.Array] = {
+        REQUEST_ID: per_request([e.request_id for e in entries], pa.string()),
+        RECORD_INDEX: pa.array(
+            np.concatenate([np.arange(c, dtype=np.int32) for c in counts]) if num_rows else [], pa.int32()
+        ),
+        TS: pa.array(np.repeat(np.array([e.ts_us for e in entries], dtype=np.int64), counts)).cast(
+            schema.field(TS).type
+        ),
+    }
+    for name in record_columns(schema):
+        columns[name] = per_record((r.get(name) for r in records), schema.field(name).type)
+    label_type = schema.field("prediction").type
+    none: list[Any] = [None]  # a request without probabilities or a shadow answer: nulls per record
+    columns["model_version"] = per_request([e.model_version for e in entries], pa.int64())
+    columns["route"] = per_request([e.route for e in entries], pa.string())
+    columns["prediction"] = per_record((p for e in entries for p in e.predictions), label_type)
+    columns["probability"] = per_record(
+        (p for e in entries for p in (e.probabilities or none * len(e.records))), pa.float64()
     )
-    frame["shadow_prediction"] = [
-        p
-        for e in entries
-        for p in (e.shadow_predictions if e.shadow_predictions is not None else [None] * len(e.records))
-    ]
-    frame[MONITOR_ROW] = pd.array([None] * len(frame), dtype="Int64")
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    columns["shadow_version"] = per_request([e.shadow_version for e in entries], pa.int64())
+    columns["shadow_prediction"] = per_record(
+        (p for e in entries for p in (e.shadow_predictions or none * len(e.records))), label_type
+    )
+    columns[MONITOR_ROW] = pa.nulls(num_rows, pa.int64())
+    return pa.table(columns, schema=schema)
 
 
 def feedback_table(entries: list[Feedback], schema: pa.Schema) -> pa.Table:

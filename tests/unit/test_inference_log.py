@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from raymlops.serve._log import (
@@ -13,6 +17,7 @@ from raymlops.serve._log import (
     inference_log_schema,
     now_us,
     prediction_table,
+    record_columns,
 )
 
 RECORD = {"age": 40, "income_k": 50.5, "region": "north", "plan": "basic", "channel": "web"}
@@ -77,3 +82,46 @@ def test_failed_writes_are_retried_and_memory_is_bounded(make_config):
     assert log.flush() == 6
     assert written[0].column("request_id").to_pylist() == ["r1", "r1", "r2", "r2", "r3", "r3"]
     log.close()
+
+
+def _pandas_prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
+    """The earlier, pandas-based build of the table: the reference the Arrow build must equal."""
+    counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
+    frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns(schema))
+    frame.insert(0, "request_id", np.repeat(np.array([e.request_id for e in entries], dtype=object), counts))
+    frame.insert(1, "record_index", np.concatenate([np.arange(c, dtype=np.int32) for c in counts]))
+    ts = np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), counts)
+    frame.insert(2, "ts", pd.DatetimeIndex(ts).tz_localize("UTC"))
+    frame["model_version"] = np.repeat([e.model_version for e in entries], counts)
+    frame["route"] = np.repeat(np.array([e.route for e in entries], dtype=object), counts)
+    frame["prediction"] = [p for e in entries for p in e.predictions]
+    frame["probability"] = [
+        p
+        for e in entries
+        for p in (e.probabilities if e.probabilities is not None else [None] * len(e.records))
+    ]
+    frame["shadow_version"] = pd.array(
+        np.repeat([e.shadow_version for e in entries], counts).tolist(), dtype="Int64"
+    )
+    frame["shadow_prediction"] = [
+        p
+        for e in entries
+        for p in (e.shadow_predictions if e.shadow_predictions is not None else [None] * len(e.records))
+    ]
+    frame["monitor_row"] = pd.array([None] * len(frame), dtype="Int64")
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def test_prediction_table_equals_the_pandas_build_it_replaced(make_config):
+    schema = inference_log_schema(make_config())
+    odd = dict(RECORD, income_k=math.nan, region=None, customer_id="odd-0")  # NaN and None: both null
+    entries = [
+        _entry("a", 3),
+        _entry("b", 1, shadow=True),
+        _entry("c", 2)._replace(probabilities=None, route="canary"),
+        _entry("d", 1)._replace(records=[odd]),
+        *(_entry(f"r{i}", 1 + i % 5, shadow=i % 3 == 0) for i in range(40)),
+    ]
+    built = prediction_table(entries, schema)
+    assert built.equals(_pandas_prediction_table(entries, schema))
+    assert built.column("income_k").to_pylist()[6] is None and built.column("region").null_count == 1
