@@ -85,15 +85,21 @@ class _State:
 class _Item:
     frame: pd.DataFrame
     canary: bool
+    request_id: str
+    records: list[dict[str, Any]]  # as sent: what the inference log keeps
 
 
 @dataclasses.dataclass(frozen=True)
 class _Answer:
+    """One request's share of a batch's model call, as plain lists (one ``tolist`` per batch)."""
+
     version: int = 0
-    route: str = ""
-    output: pd.DataFrame | None = None
+    route: str = ""  # empty: nothing answered it
+    predictions: list[Any] = dataclasses.field(default_factory=list)
+    probabilities: list[float] | None = None  # binary: of the positive class
+    output: pd.DataFrame | None = None  # multiclass only: the per-class probability columns
     shadow_version: int | None = None
-    shadow_output: pd.DataFrame | None = None
+    shadow_predictions: list[Any] | None = None
     error: str | None = None  # the rows broke the model's schema (should have been a 422)
 
 
@@ -309,25 +315,13 @@ class Server:
             and canary_bucket(request_id) < state.rollout.canary_weight
         )
         frame = pd.DataFrame.from_records(raw["records"], columns=self.columns)
-        answer: _Answer = await self.batched(_Item(frame, canary))
+        # the batch journals and buffers this request's log entry before any answer goes out
+        answer: _Answer = await self.batched(_Item(frame, canary, request_id, raw["records"]))
         if answer.error is not None:
             return self._reject(422, "invalid", "records", answer.error)
-        assert answer.output is not None
+        if not answer.route:  # the champion went away while the request waited for its batch
+            return _json(503, {"error": "no model loaded", "detail": "the model changed; retry"})
         body = self._body(request_id, answer)
-        if self.log is not None:
-            self.log.append(
-                Prediction(
-                    request_id,
-                    now_us(),
-                    raw["records"],
-                    answer.version,
-                    answer.route,
-                    body["predictions"],
-                    body.get("probabilities") if self.task == "binary" else None,
-                    answer.shadow_version,
-                    answer.shadow_output["prediction"].tolist() if answer.shadow_output is not None else None,
-                )
-            )
         self._metrics.observe(answer, len(frame), (time.perf_counter() - start) * 1000)
         return _json(200, body, headers={"x-request-id": request_id})
 
@@ -341,8 +335,10 @@ class Server:
         self._metrics.batch_size.observe(len(items))
         answers: list[_Answer] = [_Answer() for _ in items]
         routes = (("champion", state.champion, False), ("canary", state.challenger, True))
+        # a challenger gone since the request picked its route: the champion answers it
+        to_canary = [item.canary and state.challenger is not None for item in items]
         for route, loaded, canary in routes:
-            index = [i for i, item in enumerate(items) if item.canary == canary]
+            index = [i for i, goes in enumerate(to_canary) if goes == canary]
             if not index or loaded is None:
                 continue
             shadow = state.challenger if route == "champion" and state.rollout.shadow else None
@@ -350,7 +346,28 @@ class Server:
                 index, self._predict_group(loaded, route, shadow, [items[i] for i in index]), strict=True
             ):
                 answers[i] = answer
+        if self.log is not None:
+            self.log.append_many(self._log_entries(items, answers))
         return answers
+
+    def _log_entries(self, items: list[_Item], answers: list[_Answer]) -> list[Prediction]:
+        """The batch's answered requests as inference-log entries (one journal record for all)."""
+        now = now_us()
+        return [
+            Prediction(
+                item.request_id,
+                now,
+                item.records,
+                answer.version,
+                answer.route,
+                answer.predictions,
+                answer.probabilities,
+                answer.shadow_version,
+                answer.shadow_predictions,
+            )
+            for item, answer in zip(items, answers, strict=True)
+            if answer.route and answer.error is None
+        ]
 
     def _predict_group(
         self, loaded: _Loaded, route: str, shadow: _Loaded | None, items: list[_Item]
@@ -366,6 +383,9 @@ class Server:
                 raise
             # one request's rows broke the model's schema: answer the others, blame that one
             return [self._predict_one(loaded, route, shadow, item) for item in items]
+        predictions = output["prediction"].tolist()
+        probabilities = output["probability"].tolist() if self.task == "binary" else None
+        shadows = shadow_output["prediction"].tolist() if shadow_output is not None else None
         answers = []
         offset = 0
         for frame in frames:
@@ -375,9 +395,11 @@ class Server:
                 _Answer(
                     loaded.version,
                     route,
-                    output.iloc[part].reset_index(drop=True),
+                    predictions[part],
+                    probabilities[part] if probabilities is not None else None,
+                    output.iloc[part].reset_index(drop=True) if self.task == "multiclass" else None,
                     shadow.version if shadow else None,
-                    shadow_output.iloc[part].reset_index(drop=True) if shadow_output is not None else None,
+                    shadows[part] if shadows is not None else None,
                 )
             )
         return answers
@@ -389,17 +411,17 @@ class Server:
             return _Answer(error=str(e))
 
     def _body(self, request_id: str, answer: _Answer) -> dict[str, Any]:
-        output = answer.output
-        assert output is not None
         body: dict[str, Any] = {
             "request_id": request_id,
             "model_version": str(answer.version),
             "route": answer.route,
-            "predictions": output["prediction"].tolist(),
+            "predictions": answer.predictions,
         }
         if self.task == "binary":
-            body["probabilities"] = output["probability"].tolist()
+            body["probabilities"] = answer.probabilities
         elif self.task == "multiclass":
+            output = answer.output
+            assert output is not None
             columns = [c for c in output.columns if c.startswith("probability_")]
             body["probabilities"] = [
                 {c[len("probability_") :]: p for c, p in zip(columns, row, strict=True)}
@@ -565,9 +587,9 @@ class _Metrics:
         self.predictions.inc(num_rows, tags={"model_version": version, "route": answer.route})
         self.requests.inc(tags={"model_version": version, "outcome": "ok"})
         self.latency_ms.observe(latency_ms)
-        if answer.shadow_output is not None and answer.output is not None:
+        if answer.shadow_predictions is not None:
             tags = {"model_version": version, "shadow_version": str(answer.shadow_version)}
-            differ = int((answer.output["prediction"] != answer.shadow_output["prediction"]).sum())
+            differ = sum(a != b for a, b in zip(answer.predictions, answer.shadow_predictions, strict=True))
             self.shadow_compared.inc(num_rows, tags=tags)
             if differ:
                 self.shadow_disagreed.inc(differ, tags=tags)

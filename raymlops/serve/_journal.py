@@ -63,10 +63,13 @@ class Journal:
         self.failed: Exception | None = None  # set by the first failed write; journaling stops
 
     def write(self, entry: Any) -> None:
-        """Append one entry and hand it to the OS (the caller serialises calls).
+        """Append one entry, or a list of entries as one record, and hand it to the OS.
 
-        A failed write stops the journal rather than the request: the entry
-        still goes to the sink through the buffer, it is only unprotected.
+        The caller serialises calls. A list is one pickle and one ``write`` for
+        all of a batch's requests (the endpoint journals each ``@serve.batch``
+        call that way); readers give its entries one by one. A failed write
+        stops the journal rather than the request: the entry still goes to the
+        sink through the buffer, it is only unprotected.
         """
         if self.failed is not None:
             return
@@ -210,5 +213,9 @@ def _read(path: Path) -> Iterator[Any]:
         start = offset + _LENGTH_BYTES
         if start + size > len(blob):
             return
-        yield pickle.loads(blob[start : start + size])
+        record = pickle.loads(blob[start : start + size])
+        if isinstance(record, list):  # a batch written as one record (entries are tuples)
+            yield from record
+        else:
+            yield record
         offset = start + size

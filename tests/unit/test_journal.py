@@ -16,6 +16,15 @@ def _table(entries: list[Feedback]) -> pa.Table:
     return pa.table({"request_id": [e.request_id for e in entries]})
 
 
+def _num_records(segment) -> int:
+    """Length-prefixed records in a segment, counted without unpickling them."""
+    blob, offset, count = segment.read_bytes(), 0, 0
+    while offset + 4 <= len(blob):
+        offset += 4 + int.from_bytes(blob[offset : offset + 4], "little")
+        count += 1
+    return count
+
+
 def _log(sink, folder, **kwargs) -> BufferedLog[Feedback]:
     return BufferedLog(sink, _table, lambda e: 1, flush_interval_s=3600, journal=Journal(folder), **kwargs)
 
@@ -34,16 +43,19 @@ def test_entries_of_a_killed_process_are_adopted_by_the_next_flush(tmp_path):
 
         log = BufferedLog(broken, lambda e: None, lambda e: 1, flush_interval_s=3600,
                           journal=Journal(Path({str(folder)!r})))
-        for i in range(40):
+        for i in range(30):
             log.append(Feedback(f"r{{i}}", i, [1]))
             if i == 19:
                 log.flush()  # fails: the first 20 stay in a sealed segment, the rest go to a new one
+        log.append_many([Feedback(f"r{{i}}", i, [1]) for i in range(30, 40)])  # a batch: one record
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     killed = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
-    assert len(list(folder.glob("*.wal"))) == 2
+    segments = sorted(folder.glob("*.wal"))
+    assert len(segments) == 2
+    assert _num_records(segments[0]) == 20 and _num_records(segments[1]) == 11  # the batch is one record
 
     written: list[str] = []
     log = _log(lambda t: written.extend(t.column(0).to_pylist()), folder)
