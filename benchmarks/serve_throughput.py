@@ -546,10 +546,10 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-nobatch)")
     parser.add_argument(
-        "--overhead-rounds", type=int, default=3, help="rounds of log off / log / log+monitor (0: skip)"
+        "--overhead-rounds", type=int, default=6, help="rounds of log off / log / log+monitor (0: skip)"
     )
     parser.add_argument("--overhead-concurrency", type=int, default=32)
-    parser.add_argument("--overhead-duration-s", type=int, default=8)
+    parser.add_argument("--overhead-duration-s", type=int, default=6)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed as the load generator: apt-get install wrk (or brew install wrk)")
