@@ -13,7 +13,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
 def test_sweep_stops_the_trials_that_fall_behind_and_registers_the_best(tmp_path, make_config):
     cfg = make_config(
-        training={"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5, "batch_size": 256},
+        # Enough epochs that ASHA's stop (it reaches Tune through Ray Train's controller poll)
+        # lands before a behind trial has run them all: with 3 epochs of ~30 ms a trial had
+        # sometimes finished before the stop arrived.
+        training={"num_workers": 1, "epochs": 20, "cpus_per_worker": 0.5, "batch_size": 256},
         tuning={
             # ASHA is asynchronous: a trial stops when it is behind the trials that reached the
             # same rung before it. A grid run one at a time, a good learning rate first, makes
@@ -35,7 +38,7 @@ def test_sweep_stops_the_trials_that_fall_behind_and_registers_the_best(tmp_path
     assert len(sweep.trials) == 3
     stopped = {t.hyperparameters["learning_rate"] for t in sweep.trials if t.status == "STOPPED"}
     assert {0.0001, 0.00005} <= stopped, [(t.status, t.epochs_run, t.hyperparameters) for t in sweep.trials]
-    assert all(t.epochs_run < 3 for t in sweep.trials if t.status == "STOPPED")
+    assert all(t.epochs_run < 20 for t in sweep.trials if t.status == "STOPPED")
     best = min((t for t in sweep.trials if t.status == "FINISHED"), key=lambda t: t.best_val_loss)
     assert sweep.best.run_id == best.run_id
     assert sweep.best.metrics["val_loss"] == pytest.approx(best.best_val_loss)
