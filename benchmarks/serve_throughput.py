@@ -367,7 +367,7 @@ def _swap(cfg, version: int, url: str, body: str) -> float:
     raise RuntimeError(f"version {version} was not serving 120 s after its promotion")
 
 
-def _cpu_seconds(pids: dict[int, float] | None = None) -> dict[int, float]:
+def _cpu_seconds() -> dict[int, float]:
     """CPU seconds (user + system) of this process and every process under it, by pid.
 
     On an embedded head that is all of Ray: GCS, raylet, the Serve controller,

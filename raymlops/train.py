@@ -290,13 +290,14 @@ def run(
     client.log_text(run_id, prepared.dataset_version.to_json(), "data/dataset_version.json")
     datasets = _worker_shards(prepared, config.model.task, training.num_workers)
     small = all(ds.size_bytes() <= _IN_MEMORY_SHARD_BYTES for ds in datasets.values())
-    placement_group_path = Path(storage_path) / run_name / _PLACEMENT_GROUP_FILE
+    # on an embedded head rank 0 records its placement group here (see _trainer_class)
+    placement_group_path = Path(storage_path) / run_name / _PLACEMENT_GROUP_FILE if embedded_ray() else None
     loop_config.update(
         {
             "mlflow_run_id": run_id,
             "mlflow_tracking_uri": tracking_uri,
             "in_memory_shards": small,
-            "placement_group_path": str(placement_group_path) if embedded_ray() else None,
+            "placement_group_path": str(placement_group_path) if placement_group_path else None,
         }
     )
 
@@ -327,7 +328,7 @@ def run(
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and its causes
-        if embedded_ray():
+        if placement_group_path is not None:
             _release_placement_group(placement_group_path)
         client.set_terminated(run_id, status="FAILED")
         raise TrainingError(
