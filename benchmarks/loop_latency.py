@@ -56,6 +56,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=3000, help="training rows of the first model")
+    parser.add_argument("--job-log", action="store_true", help="print the retrain job's log (its steps timed)")
     args = parser.parse_args()
 
     import pyarrow.csv as pacsv
@@ -67,17 +68,23 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="rmo-loop-")) / "home"
     cfg = _config(home)
     quiet = lambda _line: None  # noqa: E731
+    clock = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"  [{time.perf_counter() - clock:6.1f} s] {line}", flush=True)
+
     figures: dict[str, float | int | str | None] = {}
     with runtime.session(cfg, log_to_driver=False) as rt:
         setup = time.perf_counter()
         csv = home / "customers.csv"
         home.mkdir(parents=True, exist_ok=True)
         pacsv.write_csv(data.generate_demo_data(args.rows, seed=1), csv)
-        data.ingest(str(csv), cfg)
-        first = pipeline.train_and_register(cfg)
+        data.ingest(str(csv), cfg, progress=say)
+        first = pipeline.train_and_register(cfg, say=say)
         assert pipeline.gate_and_promote(
-            cfg, f"{cfg.name}/{first.model_version.version}", reason="first"
+            cfg, f"{cfg.name}/{first.model_version.version}", reason="first", say=say
         ).promoted
+        say("first model promoted; starting the endpoint and the monitor")
         loop = ClosedLoop(cfg, rt.dashboard_url, quiet)
         loop.start()
         assert loop.traffic is not None
@@ -123,9 +130,12 @@ def main() -> None:
         if job.get("submission_id"):
             from ray.job_submission import JobSubmissionClient
 
-            info = JobSubmissionClient(rt.dashboard_url).get_job_info(job["submission_id"])
+            client = JobSubmissionClient(rt.dashboard_url)
+            info = client.get_job_info(job["submission_id"])
             if info.start_time and info.end_time:
                 job_runtime_s = (info.end_time - info.start_time) / 1000
+            if args.job_log:
+                print(client.get_job_logs(job["submission_id"]), flush=True)
         print(f"loop: {marks}; job {job.get('submission_id')} {job.get('outcome')}", flush=True)
 
         from raymlops import monitor
@@ -135,9 +145,9 @@ def main() -> None:
         if result_path is not None and result_path.exists():
             data_version = json.loads(result_path.read_text())["data_version"]
             started = time.perf_counter()
-            trained = pipeline.train_and_register(cfg, data_version=data_version)
+            trained = pipeline.train_and_register(cfg, data_version=data_version, say=say)
             ref = f"{cfg.name}/{trained.model_version.version}"
-            by_hand = pipeline.gate_and_promote(cfg, ref, reason="by hand", data_version=data_version)
+            by_hand = pipeline.gate_and_promote(cfg, ref, reason="by hand", data_version=data_version, say=say)
             baseline_s = time.perf_counter() - started
         loop.stop()
 

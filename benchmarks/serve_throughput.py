@@ -6,23 +6,27 @@ preprocess, predict, answer JSON. The load generator is ``wrk`` (a C program
 outside Python's event loop; ``apt-get install wrk``), POSTing 5 records per
 request, at each concurrency for ``--duration-s`` seconds after a warm-up.
 
-Variants:
+Variants (the default set first; ``--variants all`` adds the rest):
   bare-fastapi       uvicorn, 2 worker processes (one per core), no Ray: what a user
                      would otherwise write; the baseline of every ratio
+  raymlops           the raymlops endpoint as `raymlops serve` runs it: HAProxy ingress,
+                     batching, inference log, drift monitor ingesting the log
+  raymlops-nobatch   the same with max_batch_size 1
+  raymlops-nolog     the same with the inference log off (and so no monitor)
   ray-serve-default  a plain @serve.deployment + FastAPI ingress with Ray's defaults
                      (max_ongoing_requests=5, no batching, Python proxy)
   raymlops-python    the raymlops endpoint behind Serve's Python proxy (serving.ingress: python)
-  raymlops           the raymlops endpoint as configured by default: HAProxy ingress,
-                     batching, inference log
-  raymlops-nobatch   the same with max_batch_size 1
-  raymlops-nolog     the same with the inference log off (the logging overhead)
-  raymlops-nojournal the same with the log's write-ahead journal off (the journal's cost)
+  raymlops-nojournal the default endpoint with the log's write-ahead journal off
 
-Each ingress needs its own Ray session (Serve reads it from the environment when
-Ray starts), so there are two: Python proxy first, then HAProxy.
+The raymlops endpoints run side by side in one Ray session (HAProxy), each its
+own Serve app, registered model and log; the Python-proxy variants need a Ray
+session of their own (Serve reads the ingress from the environment when Ray
+starts). After the table, the inference log's overhead is measured on its own
+at concurrency 32 in rotating rounds (``--overhead-rounds``): log off, log
+written by the replica, log + monitor.
 
-    python benchmarks/serve_throughput.py                 # ~5 min on 2 cores
-    python benchmarks/serve_throughput.py --duration-s 10 --concurrency 32
+    python benchmarks/serve_throughput.py                 # ~4 min on 2 cores
+    python benchmarks/serve_throughput.py --variants all --duration-s 5   # every variant, ~8 min
 
 Beside throughput it times two operations against the bare server:
 
@@ -62,25 +66,51 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(home: Path, port: int, **serving: object):
+def _config(home: Path, port: int, name: str = "bench", monitoring: bool = True, **serving: object):
+    """The benchmark's project: endpoint ``name`` at ``/name``; retraining off (its traffic never changes)."""
     from raymlops.config import parse_config
     from raymlops.data._demo import demo_schema
 
     return parse_config(
         {
-            "name": "bench",
+            "name": name,
             "storage": {"home": str(home)},
             "data": {"schema": demo_schema()},
             "training": {"num_workers": 1, "epochs": 2, "cpus_per_worker": 0.5},
-            "serving": {"port": port, "num_replicas": 1, **serving},
+            "serving": {"port": port, "num_replicas": 1, "route_prefix": f"/{name}", **serving},
+            "monitoring": {"enabled": monitoring},
+            "retraining": {"enabled": False},
         }
     )
 
 
-def _prepare_model(home: Path) -> tuple[str, list[dict], int]:
-    """Train and promote a demo model, and register a second version of it for the swap.
+# The endpoints of the HAProxy session, all deployed side by side: variant → (app name,
+# serving overrides, drift monitor on). Each app is its own registered model, log and monitor.
+ENDPOINTS: dict[str, tuple[str, dict, bool]] = {
+    "raymlops": ("bench", {}, True),
+    "raymlops-nobatch": ("bench-nobatch", {"max_batch_size": 1}, True),
+    "raymlops-nolog": ("bench-nolog", {"inference_log": False}, False),
+    "raymlops-nojournal": ("bench-nojournal", {"log_journal": False}, True),
+    "log-by-replica": ("bench-log", {}, False),  # the overhead rounds only: replicas write Delta
+}
+# the overhead rounds' variants → the endpoint each one loads
+OVERHEAD = {"log-off": "raymlops-nolog", "log": "log-by-replica", "log+monitor": "raymlops"}
+ALL_VARIANTS = [
+    "bare-fastapi",
+    "ray-serve-default",
+    "raymlops-python",
+    "raymlops",
+    "raymlops-nobatch",
+    "raymlops-nolog",
+    "raymlops-nojournal",
+]
+DEFAULT_VARIANTS = ["bare-fastapi", "raymlops", "raymlops-nobatch", "raymlops-nolog"]
 
-    Returns the bundle folder, a request's records and the second version.
+
+def _prepare_model(home: Path, names: list[str]) -> tuple[str, list[dict], int]:
+    """Train a demo model and promote it under every endpoint's name; register a second version for the swap.
+
+    Returns the bundle folder, a request's records and the second version of ``bench``.
     """
     import pyarrow.csv as pacsv
 
@@ -93,9 +123,13 @@ def _prepare_model(home: Path) -> tuple[str, list[dict], int]:
     with runtime.session(cfg, log_to_driver=False):
         prepared = data.prepare(data.ingest(str(source), cfg), cfg)
         trained = train.run(prepared, cfg)
-        version = registry.register(trained, cfg).version
-        swap_to = registry.register(trained, cfg).version  # registering reads the test split: in session
-    registry.promote(cfg, f"bench/{version}", reason="benchmark", force=True)
+        for name in dict.fromkeys(["bench", *names]):  # registering reads the test split: in session
+            named = _config(home, 8000, name)
+            registry.promote(
+                named, f"{name}/{registry.register(trained, named).version}", reason="benchmark", force=True
+            )
+        swap_to = registry.register(trained, cfg).version
+    version = registry.champion(cfg).version
     import mlflow
 
     bundle = mlflow.artifacts.download_artifacts(
@@ -109,8 +143,8 @@ def _prepare_model(home: Path) -> tuple[str, list[dict], int]:
 # --------------------------------------------------------------------------- load generation
 
 
-def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path, cpu: bool = False) -> dict:
-    """wrk's figures after a 1 s warm-up; with ``cpu``, also Ray's CPU seconds during the measured run."""
+def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path) -> dict:
+    """wrk's figures after a 1 s warm-up (whose requests are counted as ``warm_up_requests``)."""
     script = folder / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -118,12 +152,12 @@ def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path,
         f"wrk.body = {json.dumps(body)}\n"
     )
     threads = min(2, concurrency)
-    subprocess.run(
+    warm_up = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", "-d1s", "-s", str(script), url],
         capture_output=True,
+        text=True,
         check=False,
-    )  # warm-up
-    before = _cpu_seconds() if cpu else {}
+    )
     done = subprocess.run(
         [
             "wrk",
@@ -140,9 +174,7 @@ def _wrk(url: str, body: str, concurrency: int, duration_s: float, folder: Path,
         check=True,
     )
     figures = _parse_wrk(done.stdout)
-    if cpu:
-        after = _cpu_seconds()
-        figures["cpu_s"] = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    figures["warm_up_requests"] = _parse_wrk(warm_up.stdout)["requests"]
     return figures
 
 
@@ -172,6 +204,7 @@ def _measure(name: str, url: str, body: str, args: argparse.Namespace, folder: P
     rows = []
     for concurrency in args.concurrency:
         result = _wrk(url, body, concurrency, args.duration_s, folder)
+        result.pop("warm_up_requests")
         result.update(variant=name, concurrency=concurrency)
         rows.append(result)
         print(
@@ -367,75 +400,69 @@ def _swap(cfg, version: int, url: str, body: str) -> float:
     raise RuntimeError(f"version {version} was not serving 120 s after its promotion")
 
 
-def _cpu_seconds() -> dict[int, float]:
-    """CPU seconds (user + system) of this process and every process under it, by pid.
+def _actor_pids(app_name: str) -> list[int]:
+    """The processes that are ``app_name``'s own: its Serve replicas and its drift monitor."""
+    from ray.util.state import list_actors
 
-    On an embedded head that is all of Ray: GCS, raylet, the Serve controller,
-    HAProxy, the replicas, the monitor actor. ``wrk`` has exited by the time it is read.
-    """
-    import psutil
-
-    found: dict[int, float] = {}
-    me = psutil.Process()
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        found[process.pid] = times.user + times.system  # not children_*: that holds the reaped wrk
+    found = []
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
+        name = actor.name or ""
+        if f"::{app_name}#" in name or name == f"raymlops-monitor-{app_name}":
+            found.append(int(actor.pid))
     return found
 
 
-def _overhead_variant(name: str, cfg, body: str, args: argparse.Namespace, folder: Path) -> dict:
-    """Deploy one logging variant, load it at the overhead concurrency, take it down again."""
-    from raymlops import monitor
-    from raymlops import serve as rserve
-
-    if name == "log+monitor":
-        monitor.start(cfg, jobs_address=None)
-    endpoint = rserve.deploy(cfg)
-    _first_prediction(f"{endpoint.url}/predict", body)
-    url, seconds = f"{endpoint.url}/predict", args.overhead_duration_s
-    result = _wrk(url, body, args.overhead_concurrency, seconds, folder, cpu=True)
-    rserve.shutdown(cfg)
-    if name == "log+monitor":
-        monitor.stop(cfg)
-    result.update(variant=name, cpu_ms_per_request=1000 * result.pop("cpu_s") / max(result["requests"], 1))
-    return result
-
-
-def _logging_overhead(home: Path, port: int, ingress: str, body: str, args, folder: Path) -> list[dict]:
+def _logging_overhead(
+    urls: dict[str, str], pids: dict[str, list[int]], body: str, args: argparse.Namespace, folder: Path
+) -> list[dict]:
     """The inference log's cost: log off, log on, log on with the drift monitor ingesting it.
 
     Run-to-run noise on 2 cores shared with the load generator is larger than
     the effect (earlier runs: 359 vs 333 req/s one way, 393 vs 170 the other), so
-    the variants alternate in rounds (the order rotating each round) and each
-    round gives a paired ratio against log off; the medians are reported, and
-    beside req/s the CPU time of all of Ray per request, which the shared cores
-    disturb far less than throughput.
+    the three endpoints, deployed side by side, take turns in short rounds (the
+    order rotating each round) and each round gives a paired ratio against log
+    off; the medians are reported. Beside req/s: the CPU time of each variant's
+    own processes (its replica; the monitor for log+monitor) per request, summed
+    over all rounds, so work a variant leaves for after its turn (the last
+    flush, the monitor's windows) is still counted as its own.
     """
-    names = ["log-off", "log", "log+monitor"]
-    serving = {"log-off": {"inference_log": False}, "log": {}, "log+monitor": {}}
+    names = list(OVERHEAD)
+    own_before = _cpu_of(pids)
+    served = dict.fromkeys(names, 0)
     rows = []
     for round_index in range(args.overhead_rounds):
         order = names[round_index % 3 :] + names[: round_index % 3]
         for name in order:
-            cfg = _config(home, port, ingress=ingress, **serving[name])
-            cfg = cfg.model_copy(
-                update={
-                    "monitoring": cfg.monitoring.model_copy(update={"enabled": name == "log+monitor"}),
-                    "retraining": cfg.retraining.model_copy(update={"enabled": False}),
-                }
-            )
-            result = _overhead_variant(name, cfg, body, args, folder)
-            result.update(round=round_index, concurrency=args.overhead_concurrency)
+            result = _wrk(urls[name], body, args.overhead_concurrency, args.overhead_duration_s, folder)
+            served[name] += result["requests"] + result.pop("warm_up_requests")
+            result.update(variant=name, round=round_index, concurrency=args.overhead_concurrency)
             rows.append(result)
             print(
                 f"  overhead round {round_index + 1}/{args.overhead_rounds} {name:<12} "
-                f"{result['requests_per_s']:>7.1f} req/s  {result['cpu_ms_per_request']:.2f} CPU ms/request",
+                f"{result['requests_per_s']:>7.1f} req/s",
                 flush=True,
             )
+    time.sleep(3.0)  # the last round's flush and the monitor's last check (monitoring.check_interval_s)
+    own_after = _cpu_of(pids)
+    for r in rows:
+        name = r["variant"]
+        r["own_cpu_ms_per_request"] = 1000 * (own_after[name] - own_before[name]) / max(served[name], 1)
     return rows
+
+
+def _cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    import psutil
+
+    total: dict[str, float] = {}
+    for name, found in pids.items():
+        total[name] = 0.0
+        for pid in found:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total[name] += times.user + times.system
+    return total
 
 
 def _overhead_table(rows: list[dict]) -> str:
@@ -443,16 +470,16 @@ def _overhead_table(rows: list[dict]) -> str:
 
     off = {r["round"]: r for r in rows if r["variant"] == "log-off"}
     lines = [
-        "| variant | req/s, median (min–max) | × log off, paired median | CPU ms / request, median "
+        "| variant | req/s, median (min–max) | × log off, paired median | own CPU ms / request "
         "| overhead (CPU) |",
         "|---|---:|---:|---:|---:|",
     ]
-    base_cpu = statistics.median(r["cpu_ms_per_request"] for r in off.values())
-    for name in ("log-off", "log", "log+monitor"):
+    base_cpu = next(iter(off.values()))["own_cpu_ms_per_request"]
+    for name in OVERHEAD:
         mine = [r for r in rows if r["variant"] == name]
         rps = [r["requests_per_s"] for r in mine]
         paired = [r["requests_per_s"] / off[r["round"]]["requests_per_s"] for r in mine]
-        cpu = statistics.median(r["cpu_ms_per_request"] for r in mine)
+        cpu = mine[0]["own_cpu_ms_per_request"]
         lines.append(
             f"| {name} | {statistics.median(rps):,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) | "
             f"{statistics.median(paired):.3f} | {cpu:.2f} | {100 * (cpu / base_cpu - 1):+.1f} % |"
@@ -460,52 +487,112 @@ def _overhead_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _ray_session(
-    ingress: str,
-    variants: list[tuple[str, dict]],
-    home: Path,
-    bundle: str,
-    body: str,
-    args: argparse.Namespace,
-    folder: Path,
-    timings: dict,
-    swap_to: int | None,
+def _python_session(
+    variants: list[str], home: Path, bundle: str, body: str, args: argparse.Namespace, folder: Path
 ) -> list[dict]:
-    """One fresh local Ray with the given Serve ingress, measuring each variant in turn."""
+    """A fresh local Ray with Serve's own Python proxy: Ray's defaults, and raymlops behind that proxy."""
     from ray import serve
 
     from raymlops import runtime
     from raymlops import serve as rserve
 
-    for key in [k for k in os.environ if k.startswith("RAY_SERVE_") and ("HA_PROXY" in k or "HAPROXY" in k)]:
-        del os.environ[key]  # a previous session's ingress must not leak into this one
+    _forget_ingress()
     port = _free_port()
     rows: list[dict] = []
-    base = _config(home, port, ingress=ingress)
-    started = time.perf_counter()
+    base = _config(home, port, ingress="python")
     with runtime.session(base, log_to_driver=False):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        ray_start_s = time.perf_counter() - started  # Ray and Serve's controller and proxy
-        for name, serving in variants:
-            if name == "ray-serve-default":
-                serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
-                _wait_http(f"http://127.0.0.1:{port}/plain/healthz")
-                rows += _measure(name, f"http://127.0.0.1:{port}/plain/predict", body, args, folder)
-                serve.delete("plain")
-                continue
-            started = time.perf_counter()
-            endpoint = rserve.deploy(_config(home, port, ingress=ingress, **serving))
+        if "ray-serve-default" in variants:
+            serve.run(_default_serve_app(bundle), name="plain", route_prefix="/plain")
+            _wait_http(f"http://127.0.0.1:{port}/plain/healthz")
+            rows += _measure(
+                "ray-serve-default", f"http://127.0.0.1:{port}/plain/predict", body, args, folder
+            )
+            serve.delete("plain")
+        if "raymlops-python" in variants:
+            endpoint = rserve.deploy(_config(home, port, monitoring=False, ingress="python"))
             _first_prediction(f"{endpoint.url}/predict", body)
-            if name == "raymlops":
-                timings[name] = {"ray_start_s": ray_start_s, "deploy_s": time.perf_counter() - started}
-                timings[name]["cold_start_s"] = ray_start_s + timings[name]["deploy_s"]
-            rows += _measure(name, f"{endpoint.url}/predict", body, args, folder)
-            if name == "raymlops" and swap_to is not None:
-                timings[name]["model_swap_s"] = _swap(base, swap_to, f"{endpoint.url}/predict", body)
-            rserve.shutdown(base)
-        if ingress == "haproxy" and args.overhead_rounds:
-            rows += _logging_overhead(home, port, ingress, body, args, folder)
+            rows += _measure("raymlops-python", f"{endpoint.url}/predict", body, args, folder)
         serve.shutdown()
+    return rows
+
+
+def _forget_ingress() -> None:
+    """A previous session's ingress must not leak into the next (Serve reads it from the environment)."""
+    for key in [k for k in os.environ if k.startswith("RAY_SERVE_") and ("HA_PROXY" in k or "HAPROXY" in k)]:
+        del os.environ[key]
+
+
+def _haproxy_session(
+    variants: list[str],
+    home: Path,
+    body: str,
+    args: argparse.Namespace,
+    folder: Path,
+    timings: dict,
+    swap_to: int,
+) -> list[dict]:
+    """A fresh local Ray with the default HAProxy ingress and every raymlops endpoint side by side.
+
+    The default endpoint (``raymlops``: log on, drift monitor ingesting it) is
+    deployed first and alone, as ``raymlops serve`` would: that is the cold
+    start. The others follow together, then each is loaded in turn.
+    """
+    from ray import serve
+
+    from raymlops import monitor, runtime
+    from raymlops import serve as rserve
+
+    _forget_ingress()
+    port = _free_port()
+    wanted = [v for v in ENDPOINTS if v in variants or (args.overhead_rounds and v in OVERHEAD.values())]
+    configs = {
+        v: _config(home, port, ENDPOINTS[v][0], monitoring=ENDPOINTS[v][2], **ENDPOINTS[v][1]) for v in wanted
+    }
+    rows: list[dict] = []
+    started = time.perf_counter()
+    with runtime.session(configs["raymlops"], log_to_driver=False):
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        ray_start_s = time.perf_counter() - started  # Ray and Serve's controller and proxy
+        started = time.perf_counter()
+        monitor.start(configs["raymlops"], jobs_address=None)
+        urls = {"raymlops": f"{rserve.deploy(configs['raymlops']).url}/predict"}
+        _first_prediction(urls["raymlops"], body)
+        deploy_s = time.perf_counter() - started
+        timings["raymlops"] = {
+            "ray_start_s": ray_start_s,
+            "deploy_s": deploy_s,
+            "cold_start_s": ray_start_s + deploy_s,
+        }
+        print(
+            f"  raymlops: cold start {ray_start_s + deploy_s:.1f} s; {len(wanted) - 1} more endpoints now",
+            flush=True,
+        )
+        for v in wanted[1:]:
+            if configs[v].monitoring.enabled:
+                monitor.start(configs[v], jobs_address=None)
+            serve.run(
+                rserve.app(configs[v]),
+                name=configs[v].name,
+                route_prefix=configs[v].serving.route_prefix,
+                blocking=False,
+            )
+            urls[v] = f"{rserve.endpoint_url(configs[v])}/predict"
+        for v in wanted[1:]:
+            _first_prediction(urls[v], body)
+        for v in wanted:
+            if v in variants:
+                rows += _measure(v, urls[v], body, args, folder)
+        timings["raymlops"]["model_swap_s"] = _swap(configs["raymlops"], swap_to, urls["raymlops"], body)
+        if args.overhead_rounds:
+            pids = {name: _actor_pids(configs[v].name) for name, v in OVERHEAD.items()}
+            rows += _logging_overhead(
+                {name: urls[v] for name, v in OVERHEAD.items()}, pids, body, args, folder
+            )
+        for v in wanted:
+            if configs[v].monitoring.enabled:
+                monitor.stop(configs[v])
+        serve.shutdown()  # every app at once (one by one, each waits out its drain period)
     return rows
 
 
@@ -543,40 +630,42 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--duration-s", type=int, default=5)
-    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. raymlops-nobatch)")
     parser.add_argument(
-        "--overhead-rounds", type=int, default=6, help="rounds of log off / log / log+monitor (0: skip)"
+        "--duration-s", type=int, default=3, help="seconds of load per point, after 1 s of warm-up"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        choices=[*ALL_VARIANTS, "all"],
+        help=f"variants of the main table (default: {' '.join(DEFAULT_VARIANTS)}; all: every one)",
+    )
+    parser.add_argument(
+        "--overhead-rounds", type=int, default=8, help="rounds of log off / log / log+monitor (0: skip)"
     )
     parser.add_argument("--overhead-concurrency", type=int, default=32)
-    parser.add_argument("--overhead-duration-s", type=int, default=6)
+    parser.add_argument("--overhead-duration-s", type=int, default=3)
     args = parser.parse_args()
+    variants = ALL_VARIANTS if "all" in args.variants else args.variants
     if not shutil.which("wrk"):
         sys.exit("wrk is needed as the load generator: apt-get install wrk (or brew install wrk)")
     os.environ.pop("RAY_ADDRESS", None)
+    begun = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         home = folder / "home"
         os.environ["RAYMLOPS_HOME"] = str(home)
         print("training the demo model to serve ...", flush=True)
-        bundle, records, swap_to = _prepare_model(home)
+        bundle, records, swap_to = _prepare_model(home, [name for name, _, _ in ENDPOINTS.values()])
         body = json.dumps({"records": records})
         rows: list[dict] = []
         timings: dict[str, dict[str, float]] = {}
-        if "bare-fastapi" not in args.skip:
+        if "bare-fastapi" in variants:
             rows += _bare_fastapi(bundle, body, args, folder, timings)
-        python = [("ray-serve-default", {}), ("raymlops-python", {})]
-        haproxy = [
-            ("raymlops", {}),
-            ("raymlops-nobatch", {"max_batch_size": 1}),
-            ("raymlops-nolog", {"inference_log": False}),
-            ("raymlops-nojournal", {"log_journal": False}),
-        ]
-        for ingress, variants in (("python", python), ("haproxy", haproxy)):
-            chosen = [(name, serving) for name, serving in variants if name not in args.skip]
-            if chosen or (ingress == "haproxy" and args.overhead_rounds):
-                swap = swap_to if ingress == "haproxy" else None
-                rows += _ray_session(ingress, chosen, home, bundle, body, args, folder, timings, swap)
+        python = [v for v in ("ray-serve-default", "raymlops-python") if v in variants]
+        if python:
+            rows += _python_session(python, home, bundle, body, args, folder)
+        rows += _haproxy_session(variants, home, body, args, folder, timings, swap_to)
     overhead = [r for r in rows if "round" in r]
     rows = [r for r in rows if "round" not in r]
     table = _table(rows)
@@ -605,7 +694,7 @@ def main() -> None:
             indent=1,
         )
     )
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {RESULTS} ({time.perf_counter() - begun:.0f} s in all)")
 
 
 if __name__ == "__main__":

@@ -982,10 +982,14 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from raymlops import pipeline
 
     config = _config(args)
+    started = time.perf_counter()
+
+    def say(message: str) -> None:  # a job's log has no clock of its own: each step says when it ran
+        print(f"  [{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
     def run() -> int:
         outcome = pipeline.retrain(
-            config, submission_id=args.submission_id, labels_after_us=args.labels_after_us, say=_say
+            config, submission_id=args.submission_id, labels_after_us=args.labels_after_us, say=say
         )
         print(json.dumps({"ok": True, **outcome.summary()}, default=str), flush=True)
         return 0
