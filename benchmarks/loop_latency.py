@@ -56,7 +56,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=3000, help="training rows of the first model")
-    parser.add_argument("--job-log", action="store_true", help="print the retrain job's log (its steps timed)")
+    parser.add_argument(
+        "--job-log", action="store_true", help="print the retrain job's log (its steps timed)"
+    )
     args = parser.parse_args()
 
     import pyarrow.csv as pacsv
@@ -147,7 +149,9 @@ def main() -> None:
             started = time.perf_counter()
             trained = pipeline.train_and_register(cfg, data_version=data_version, say=say)
             ref = f"{cfg.name}/{trained.model_version.version}"
-            by_hand = pipeline.gate_and_promote(cfg, ref, reason="by hand", data_version=data_version, say=say)
+            by_hand = pipeline.gate_and_promote(
+                cfg, ref, reason="by hand", data_version=data_version, say=say
+            )
             baseline_s = time.perf_counter() - started
         loop.stop()
 
