@@ -18,6 +18,7 @@ background thread flushes to Delta, off the request path.
 # (a string annotation "Request" inside the Serve ingress class is taken for a query parameter).
 
 import dataclasses
+import gc
 import hashlib
 import hmac
 import json
@@ -100,6 +101,25 @@ class _Answer:
     shadow_version: int | None = None
     shadow_predictions: list[Any] | None = None
     error: str | None = None  # the rows broke the model's schema (should have been a 422)
+
+
+def _settle_heap() -> None:
+    """Collect the garbage of a model swap, then exempt everything alive from later collections.
+
+    Once the models are loaded the replica's heap holds about half a million
+    long-lived objects (torch, pandas, Ray, FastAPI) that every full collection
+    traverses again: under load at c=32, 45 full collections of ~15 ms each,
+    and 300 young ones a second. ``gc.freeze`` moves them to a generation the
+    collector skips, and a young generation of 10,000 objects (Python's default
+    is 700) lets most of a request's objects die by reference count before
+    any collection looks at them. Unfreezing first lets the previous model's
+    cyclic garbage be collected instead of kept for good. The full collection
+    here takes ~0.2 s of the watcher thread, once per model swap.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def canary_bucket(request_id: str) -> float:
@@ -222,6 +242,7 @@ class Server:
         self.state = _State(rollout, champion, challenger, pinned)  # one reference swap
         keep = {v for v in (rollout.champion_version, rollout.challenger_version) if v is not None}
         self._cache = {v: m for v, m in self._cache.items() if v in keep}
+        _settle_heap()
         _LOG.warning(
             "serving %s: champion %s, challenger %s (canary %.2f, shadow %s)",
             self.config.name,
