@@ -545,7 +545,9 @@ def _haproxy_session(
 
     _forget_ingress()
     port = _free_port()
-    wanted = [v for v in ENDPOINTS if v in variants or (args.overhead_rounds and v in OVERHEAD.values())]
+    overhead = OVERHEAD.values() if args.overhead_rounds else ()
+    # the default endpoint always: it gives the cold start and the model swap
+    wanted = [v for v in ENDPOINTS if v == "raymlops" or v in variants or v in overhead]
     configs = {
         v: _config(home, port, ENDPOINTS[v][0], monitoring=ENDPOINTS[v][2], **ENDPOINTS[v][1]) for v in wanted
     }
