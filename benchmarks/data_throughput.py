@@ -13,7 +13,7 @@ Ray's own start (``ray.init``, ~6 s) is outside both timings. Results
 print as a table with rows/s and ratios against pandas, and go to
 ``benchmarks/results/data_throughput.json``.
 
-    python benchmarks/data_throughput.py                 # 100k and 1M rows (~2 min on 2 cores)
+    python benchmarks/data_throughput.py                 # 100k and 1M rows (~1 min on 2 cores)
     python benchmarks/data_throughput.py --rows 5000000  # the large case
 """
 

@@ -11,7 +11,7 @@ feature's default test, the multiple-testing correction, the verdicts). The
 baseline runs ``scipy.stats.ks_2samp`` and ``scipy.stats.wasserstein_distance``
 per feature plus a NumPy PSI (SciPy has none). Evidently is compared too when it is installed.
 
-    python benchmarks/drift_throughput.py                     # 10k, 100k, 1M rows (~1 min)
+    python benchmarks/drift_throughput.py                     # 10k, 100k, 1M rows (~25 s)
     python benchmarks/drift_throughput.py --rows 10000000     # the large case
 
 Results print as a table and go to ``benchmarks/results/drift_throughput.json``.

@@ -18,7 +18,7 @@ user who knew of the drift at once, and had the labelled rows ready, would wait
 for. The ratio says how much detection, joining the labels, the Ray job's own
 start, the canary and the switch add on top.
 
-    python benchmarks/loop_latency.py           # ~4 min on 2 cores
+    python benchmarks/loop_latency.py           # ~2 min on 2 cores
 
 Results print as a table and go to ``benchmarks/results/loop_latency.json``.
 """

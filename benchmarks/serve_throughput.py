@@ -26,7 +26,7 @@ at concurrency 32 in rotating rounds (``--overhead-rounds``): log off, log
 written by the replica, log + monitor.
 
     python benchmarks/serve_throughput.py                 # ~4 min on 2 cores
-    python benchmarks/serve_throughput.py --variants all --duration-s 5   # every variant, ~8 min
+    python benchmarks/serve_throughput.py --variants all --duration-s 5   # every variant, ~7 min
 
 Beside throughput it times two operations against the bare server:
 

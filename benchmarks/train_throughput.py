@@ -15,7 +15,7 @@ processes, process group, dataset setup, MLflow run, result); the median of
 is created before any fit (once per storage home, ~1.5 s, not per fit). Early
 stopping is off.
 
-    python benchmarks/train_throughput.py                  # 100k rows, ~3 min
+    python benchmarks/train_throughput.py                  # 100k rows, ~2 min
     python benchmarks/train_throughput.py --rows 20000
 
 Results print as a table and go to ``benchmarks/results/train_throughput.json``.
