@@ -108,7 +108,7 @@ DEFAULT_VARIANTS = ["bare-fastapi", "raymlops", "raymlops-nobatch", "raymlops-no
 
 
 def _prepare_model(home: Path, names: list[str]) -> tuple[str, list[dict], int]:
-    """Train a demo model and promote it under every endpoint's name; register a second version for the swap.
+    """Train a demo model and promote it under each of ``names``; register a second version of ``bench``.
 
     Returns the bundle folder, a request's records and the second version of ``bench``.
     """
@@ -123,7 +123,7 @@ def _prepare_model(home: Path, names: list[str]) -> tuple[str, list[dict], int]:
     with runtime.session(cfg, log_to_driver=False):
         prepared = data.prepare(data.ingest(str(source), cfg), cfg)
         trained = train.run(prepared, cfg)
-        for name in dict.fromkeys(["bench", *names]):  # registering reads the test split: in session
+        for name in names:  # registering reads the test split: in session
             named = _config(home, 8000, name)
             registry.promote(
                 named, f"{name}/{registry.register(trained, named).version}", reason="benchmark", force=True
@@ -523,6 +523,12 @@ def _forget_ingress() -> None:
         del os.environ[key]
 
 
+def _endpoints(variants: list[str], args: argparse.Namespace) -> list[str]:
+    """The HAProxy session's endpoints, ``raymlops`` first (it gives the cold start and the swap)."""
+    overhead = OVERHEAD.values() if args.overhead_rounds else ()
+    return [v for v in ENDPOINTS if v == "raymlops" or v in variants or v in overhead]
+
+
 def _haproxy_session(
     variants: list[str],
     home: Path,
@@ -545,9 +551,7 @@ def _haproxy_session(
 
     _forget_ingress()
     port = _free_port()
-    overhead = OVERHEAD.values() if args.overhead_rounds else ()
-    # the default endpoint always: it gives the cold start and the model swap
-    wanted = [v for v in ENDPOINTS if v == "raymlops" or v in variants or v in overhead]
+    wanted = _endpoints(variants, args)
     configs = {
         v: _config(home, port, ENDPOINTS[v][0], monitoring=ENDPOINTS[v][2], **ENDPOINTS[v][1]) for v in wanted
     }
@@ -658,7 +662,8 @@ def main() -> None:
         home = folder / "home"
         os.environ["RAYMLOPS_HOME"] = str(home)
         print("training the demo model to serve ...", flush=True)
-        bundle, records, swap_to = _prepare_model(home, [name for name, _, _ in ENDPOINTS.values()])
+        names = [ENDPOINTS[v][0] for v in _endpoints(variants, args)]
+        bundle, records, swap_to = _prepare_model(home, names)
         body = json.dumps({"records": records})
         rows: list[dict] = []
         timings: dict[str, dict[str, float]] = {}

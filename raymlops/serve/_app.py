@@ -238,12 +238,14 @@ class Server:
         self._apply(rollout, pinned=True)
 
     def _apply(self, rollout: registry.Rollout, *, pinned: bool) -> None:
+        loaded_before = set(self._cache)
         champion = self._load(rollout.champion_version)
         challenger = self._load(rollout.challenger_version)
         self.state = _State(rollout, champion, challenger, pinned)  # one reference swap
         keep = {v for v in (rollout.champion_version, rollout.challenger_version) if v is not None}
         self._cache = {v: m for v, m in self._cache.items() if v in keep}
-        _settle_heap()
+        if set(self._cache) != loaded_before:  # a model came or went; a new canary weight alone is no swap
+            _settle_heap()
         _LOG.warning(
             "serving %s: champion %s, challenger %s (canary %.2f, shadow %s)",
             self.config.name,
