@@ -411,7 +411,9 @@ def _record_placement_group(path: str) -> None:
     group = get_current_placement_group()
     if group is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(group.id.hex())
+        partial = Path(f"{path}.partial")
+        partial.write_text(group.id.hex())
+        os.replace(partial, path)  # atomic: a reader never sees the file created but not yet written
 
 
 def _release_placement_group(path: Path) -> None:
