@@ -410,10 +410,10 @@ def _record_placement_group(path: str) -> None:
 
     group = get_current_placement_group()
     if group is not None:
+        from raymlops._internal.files import replace_text
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(f"{path}.partial")
-        partial.write_text(group.id.hex())
-        os.replace(partial, path)  # atomic: a reader never sees the file created but not yet written
+        replace_text(Path(path), group.id.hex())  # ``run`` and tests poll for it: never seen empty
 
 
 def _release_placement_group(path: Path) -> None:

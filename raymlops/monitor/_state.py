@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from raymlops._internal.files import replace_text
 
 JOB_PENDING = "pending"  # triggered, not yet accepted by the Jobs API
 JOB_SUBMITTED = "submitted"  # accepted; followed until it ends
@@ -90,12 +91,7 @@ class MonitorState:
     def save(self, path: Path) -> None:
         """Write to a temporary file and rename it: a crash leaves the old state or the new, never half."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w") as f:
-            f.write(self.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
+        replace_text(path, self.to_json(), durable=True)
 
     @classmethod
     def load(cls, path: Path) -> MonitorState | None:

@@ -354,12 +354,10 @@ def _load_progress(folder: Path) -> dict[str, Any]:
 def _save_progress(folder: Path, done: dict[str, Any]) -> None:
     """Record the finished steps atomically: a kill leaves the old record or the new one, whole."""
     import json
-    import os
 
-    path = folder / _PROGRESS_FILE
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(done, sort_keys=True))
-    os.replace(partial, path)  # atomic: a kill leaves the old file or the new one
+    from raymlops._internal.files import replace_text
+
+    replace_text(folder / _PROGRESS_FILE, json.dumps(done, sort_keys=True))
 
 
 def _record_retrain(
