@@ -30,6 +30,7 @@ import uuid
 import zlib
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -43,6 +44,7 @@ from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
     BufferedLog,
     Feedback,
+    LoggedBatch,
     Prediction,
     delta_sink,
     feedback_schema,
@@ -155,7 +157,7 @@ class Server:
         self.max_batch_size_seen = 0
         self._metrics = _Metrics(config.name)
         log_schema = inference_log_schema(config)
-        self.log: BufferedLog[Prediction] | None = (
+        self.log: BufferedLog[LoggedBatch | Prediction] | None = (
             BufferedLog(
                 monitor_sink(
                     config.monitor_actor_name,
@@ -166,7 +168,7 @@ class Server:
                 if config.monitoring.enabled
                 else delta_sink(config.inference_log_uri),
                 lambda entries: prediction_table(entries, log_schema),
-                lambda entry: len(entry.records),
+                lambda entry: entry.num_rows,
                 flush_interval_s=self.serving.log_flush_interval_s,
                 max_buffer_rows=self.serving.log_max_buffer_rows,
                 journal=self._journal(config, "predictions"),
@@ -356,6 +358,7 @@ class Server:
         self.max_batch_size_seen = max(self.max_batch_size_seen, len(items))
         self._metrics.batch_size.observe(len(items))
         answers: list[_Answer] = [_Answer() for _ in items]
+        logged: list[LoggedBatch] | None = [] if self.log is not None else None
         routes = (("champion", state.champion, False), ("canary", state.challenger, True))
         # a challenger gone since the request picked its route: the champion answers it
         to_canary = [item.canary and state.challenger is not None for item in items]
@@ -364,36 +367,24 @@ class Server:
             if not index or loaded is None:
                 continue
             shadow = state.challenger if route == "champion" and state.rollout.shadow else None
+            group = [items[i] for i in index]
             for i, answer in zip(
-                index, self._predict_group(loaded, route, shadow, [items[i] for i in index]), strict=True
+                index, self._predict_group(loaded, route, shadow, group, logged), strict=True
             ):
                 answers[i] = answer
-        if self.log is not None:
-            self.log.append_many(self._log_entries(items, answers))
+        if self.log is not None and logged:
+            self.log.append_many(logged)  # one journal record for the whole batch
         return answers
 
-    def _log_entries(self, items: list[_Item], answers: list[_Answer]) -> list[Prediction]:
-        """The batch's answered requests as inference-log entries (one journal record for all)."""
-        now = now_us()
-        return [
-            Prediction(
-                item.request_id,
-                now,
-                item.records,
-                answer.version,
-                answer.route,
-                answer.predictions,
-                answer.probabilities,
-                answer.shadow_version,
-                answer.shadow_predictions,
-            )
-            for item, answer in zip(items, answers, strict=True)
-            if answer.route and answer.error is None
-        ]
-
     def _predict_group(
-        self, loaded: _Loaded, route: str, shadow: _Loaded | None, items: list[_Item]
+        self,
+        loaded: _Loaded,
+        route: str,
+        shadow: _Loaded | None,
+        items: list[_Item],
+        logged: list[LoggedBatch] | None,
     ) -> list[_Answer]:
+        """Answer requests of one route with one model call; their log entry goes to ``logged``."""
         # one frame for the whole batch: a DataFrame per request cost 30x more (6.4 vs 0.27 ms
         # for 32 requests of 5 records), a fifth of the replica's time under load
         big = pd.DataFrame.from_records(
@@ -407,10 +398,28 @@ class Server:
             if len(items) == 1:
                 raise
             # one request's rows broke the model's schema: answer the others, blame that one
-            return [self._predict_one(loaded, route, shadow, item) for item in items]
-        predictions = output["prediction"].tolist()
-        probabilities = output["probability"].tolist() if self.task == "binary" else None
-        shadows = shadow_output["prediction"].tolist() if shadow_output is not None else None
+            return [self._predict_one(loaded, route, shadow, item, logged) for item in items]
+        prediction_array = output["prediction"].to_numpy()
+        probability_array = output["probability"].to_numpy() if self.task == "binary" else None
+        shadow_array = shadow_output["prediction"].to_numpy() if shadow_output is not None else None
+        if logged is not None:
+            logged.append(
+                LoggedBatch(
+                    [item.request_id for item in items],
+                    np.fromiter((len(item.records) for item in items), dtype=np.int64, count=len(items)),
+                    np.full(len(items), now_us(), dtype=np.int64),
+                    big,
+                    loaded.version,
+                    route,
+                    prediction_array,
+                    probability_array,
+                    shadow.version if shadow else None,
+                    shadow_array,
+                )
+            )
+        predictions = prediction_array.tolist()
+        probabilities = probability_array.tolist() if probability_array is not None else None
+        shadows = shadow_array.tolist() if shadow_array is not None else None
         answers = []
         offset = 0
         for item in items:
@@ -429,9 +438,16 @@ class Server:
             )
         return answers
 
-    def _predict_one(self, loaded: _Loaded, route: str, shadow: _Loaded | None, item: _Item) -> _Answer:
+    def _predict_one(
+        self,
+        loaded: _Loaded,
+        route: str,
+        shadow: _Loaded | None,
+        item: _Item,
+        logged: list[LoggedBatch] | None,
+    ) -> _Answer:
         try:
-            return self._predict_group(loaded, route, shadow, [item])[0]
+            return self._predict_group(loaded, route, shadow, [item], logged)[0]
         except ValueError as e:
             return _Answer(error=str(e))
 

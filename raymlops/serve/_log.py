@@ -1,14 +1,16 @@
 """The inference log and feedback tables, fed from the request path without blocking it.
 
-A replica appends one tuple of plain values per request to an in-memory buffer
-(a list append under a lock); a background thread turns everything buffered
-into one Arrow table every ``log_flush_interval_s`` and appends it to a Delta
-table in one commit. A failed write keeps the rows and retries at the next
-flush; past ``log_max_buffer_rows`` the oldest rows are dropped and counted,
-so a broken disk slows nothing and never exhausts memory. With a ``Journal``
-each entry is also appended to the replica's write-ahead file before the
-request is answered, so a killed replica's answered requests still reach the
-log (another replica adopts them).
+A replica appends one ``LoggedBatch`` per model call to an in-memory buffer (a
+list append under a lock): the requests' ids, the pandas frame the model was
+called with and the model output's arrays, nothing converted per request. A
+background thread turns everything buffered into one Arrow table every
+``log_flush_interval_s`` and appends it to a Delta table in one commit. A
+failed write keeps the rows and retries at the next flush; past
+``log_max_buffer_rows`` the oldest rows are dropped and counted, so a broken
+disk slows nothing and never exhausts memory. With a ``Journal`` each entry is
+also appended to the replica's write-ahead file before the request is
+answered, so a killed replica's answered requests still reach the log
+(another replica adopts them).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from itertools import groupby
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from raymlops.config import ProjectConfig
@@ -78,18 +82,56 @@ def feedback_schema(config: ProjectConfig) -> pa.Schema:
     )
 
 
+class DeltaAppender:
+    """Appends tables to one Delta table (created on the first append), one commit each, kept open.
+
+    ``write_deltalake(uri, ...)`` opens the table before every append: it reads
+    the last checkpoint and replays every commit since, and a log flushed once
+    a second adds a commit a second. Measured here, that was 60 ms of CPU per
+    append at 250 commits and 104 ms at 1,500, a log's largest cost in a
+    replica (``benchmarks/README.md``). Appending through a table kept open
+    reads only the commits added since its own last one. Its in-memory state
+    grows by each commit it adds, so it is opened afresh every
+    ``reopen_every`` appends (23-31 ms per append at 250-1,500 commits). Other
+    appenders of the same table (replicas, the monitor) are fine: Delta
+    commits an append on top of whatever version is newest.
+    """
+
+    def __init__(self, table_uri: str, *, reopen_every: int = 25) -> None:
+        self.table_uri = table_uri
+        self.reopen_every = reopen_every
+        self._table: Any = None
+        self._num_appends = 0
+
+    def __call__(self, table: pa.Table) -> None:
+        from deltalake import DeltaTable, write_deltalake
+        from deltalake.exceptions import TableNotFoundError
+
+        if self._table is None or self._num_appends >= self.reopen_every:
+            self._num_appends = 0
+            try:
+                self._table = DeltaTable(self.table_uri)
+            except TableNotFoundError:
+                self._table = None  # the first append creates it
+        try:
+            write_deltalake(self._table if self._table is not None else self.table_uri, table, mode="append")
+        except Exception:
+            self._table = None  # replaced or removed under us: open it again next time
+            raise
+        self._num_appends += 1
+
+
 def delta_sink(table_uri: str) -> Callable[[pa.Table], None]:
     """Append a table to a Delta table (created on first write) in one commit."""
-    from deltalake import write_deltalake
-
-    def write(table: pa.Table) -> None:
-        write_deltalake(table_uri, table, mode="append")
-
-    return write
+    return DeltaAppender(table_uri)
 
 
 class Prediction(NamedTuple):
-    """What the request path hands over: plain Python values, no pandas work per request."""
+    """One request's predictions as plain Python values.
+
+    What replicas journaled before ``LoggedBatch``; still read from a dead
+    replica's journal, and the handy form to write a log row by hand.
+    """
 
     request_id: str
     ts_us: int  # microseconds since the epoch, UTC
@@ -100,6 +142,36 @@ class Prediction(NamedTuple):
     probabilities: list[float] | None
     shadow_version: int | None
     shadow_predictions: list[Any] | None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.records)
+
+
+class LoggedBatch(NamedTuple):
+    """One model call's answered requests, as the request path hands them over.
+
+    The records stay in the frame the model was called with and the answers
+    in the model output's arrays: nothing is converted per request or per
+    record on the request path, and the buffer holds a few arrays per batch
+    instead of a dict per record. The flush concatenates the frames and hands
+    their columns to Arrow (``prediction_table``).
+    """
+
+    request_ids: list[str]
+    num_records: np.ndarray  # per request, int64; they sum to len(frame)
+    ts_us: np.ndarray  # per request, int64: microseconds since the epoch, UTC
+    frame: pd.DataFrame  # the requests' records, one row each, in request order
+    model_version: int
+    route: str
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+    shadow_version: int | None
+    shadow_predictions: np.ndarray | None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.frame)
 
 
 class Feedback(NamedTuple):
@@ -112,50 +184,116 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa.Table:
-    """Many requests' predictions → one Arrow table of the inference-log schema (on the flush thread).
+def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Schema) -> pa.Table:
+    """Buffered entries → one Arrow table of the inference-log schema (on the flush thread).
 
-    Built column by column straight into Arrow (per-request values repeated over
-    the request's records with NumPy): 3.1 ms for 700 five-record requests,
-    against 9.3 ms through a pandas frame of the records, which was the largest
-    part of the inference log's cost in a replica (``benchmarks/README.md``).
-    NaN becomes null as it did through pandas.
+    The batches' frames are concatenated once and each column goes to Arrow
+    from its NumPy or Arrow array; per-request values are repeated over the
+    requests' records with NumPy. NaN becomes null as it did through pandas.
+    Runs of ``Prediction`` entries (an older replica's journal) become one
+    batch each first.
     """
-    counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
-    num_rows = int(counts.sum())
+    batches: list[LoggedBatch] = []
+    for is_batch, run in groupby(entries, key=lambda e: isinstance(e, LoggedBatch)):
+        if is_batch:
+            batches.extend(run)  # type: ignore[arg-type]
+        else:
+            batches.extend(_as_batches(list(run), record_columns(schema)))  # type: ignore[arg-type]
+    if not batches:
+        return schema.empty_table()
+    counts = np.concatenate([b.num_records for b in batches]).astype(np.int64, copy=False)
+    batch_rows = np.array([b.num_rows for b in batches], dtype=np.int64)
+    num_rows = int(batch_rows.sum())
+    frame = pd.concat([b.frame for b in batches], ignore_index=True) if len(batches) > 1 else batches[0].frame
 
-    def per_request(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
-        return pa.array(np.repeat(np.array(values, dtype=object), counts), arrow_type)
+    def per_batch(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+        return pa.array(np.repeat(np.array(values, dtype=object), batch_rows), arrow_type)
 
-    def per_record(values: Iterator[Any], arrow_type: pa.DataType) -> pa.Array:
-        return pa.array(list(values), arrow_type, from_pandas=True)
-
-    records = [r for e in entries for r in e.records]
-    columns: dict[str, pa.Array] = {
-        REQUEST_ID: per_request([e.request_id for e in entries], pa.string()),
-        RECORD_INDEX: pa.array(
-            np.concatenate([np.arange(c, dtype=np.int32) for c in counts]) if num_rows else [], pa.int32()
+    starts = np.cumsum(counts) - counts
+    columns: dict[str, Any] = {
+        REQUEST_ID: pa.array(
+            np.repeat(np.array([rid for b in batches for rid in b.request_ids], dtype=object), counts),
+            pa.string(),
         ),
-        TS: pa.array(np.repeat(np.array([e.ts_us for e in entries], dtype=np.int64), counts)).cast(
+        RECORD_INDEX: pa.array((np.arange(num_rows) - np.repeat(starts, counts)).astype(np.int32)),
+        TS: pa.array(np.repeat(np.concatenate([b.ts_us for b in batches]), counts)).cast(
             schema.field(TS).type
         ),
     }
     for name in record_columns(schema):
-        columns[name] = per_record((r.get(name) for r in records), schema.field(name).type)
+        columns[name] = _frame_column(frame, name, schema.field(name).type)
     label_type = schema.field("prediction").type
-    none: list[Any] = [None]  # a request without probabilities or a shadow answer: nulls per record
-    columns["model_version"] = per_request([e.model_version for e in entries], pa.int64())
-    columns["route"] = per_request([e.route for e in entries], pa.string())
-    columns["prediction"] = per_record((p for e in entries for p in e.predictions), label_type)
-    columns["probability"] = per_record(
-        (p for e in entries for p in (e.probabilities or none * len(e.records))), pa.float64()
-    )
-    columns["shadow_version"] = per_request([e.shadow_version for e in entries], pa.int64())
-    columns["shadow_prediction"] = per_record(
-        (p for e in entries for p in (e.shadow_predictions or none * len(e.records))), label_type
-    )
+    columns["model_version"] = per_batch([b.model_version for b in batches], pa.int64())
+    columns["route"] = per_batch([b.route for b in batches], pa.string())
+    columns["prediction"] = _joined([b.predictions for b in batches], batch_rows, label_type)
+    columns["probability"] = _joined([b.probabilities for b in batches], batch_rows, pa.float64())
+    columns["shadow_version"] = per_batch([b.shadow_version for b in batches], pa.int64())
+    columns["shadow_prediction"] = _joined([b.shadow_predictions for b in batches], batch_rows, label_type)
     columns[MONITOR_ROW] = pa.nulls(num_rows, pa.int64())
     return pa.table(columns, schema=schema)
+
+
+def _frame_column(frame: pd.DataFrame, name: str, arrow_type: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """A frame's column in Arrow (null where the records lacked it), from its array where it can."""
+    if name not in frame.columns:
+        return pa.nulls(len(frame), arrow_type)
+    column = frame[name]
+    try:
+        return pa.Array.from_pandas(column, type=arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # mixed values (a frame of mostly-missing records): convert them one by one
+        return pa.array(column.astype(object).tolist(), arrow_type, from_pandas=True)
+
+
+def _joined(parts: list[np.ndarray | None], sizes: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """Per-record answers of every batch as one column; a batch without them gives nulls."""
+    if all(p is None for p in parts):
+        return pa.nulls(int(sizes.sum()), arrow_type)
+    if any(p is None for p in parts):
+        parts = [
+            np.full(n, None, dtype=object) if p is None else p for p, n in zip(parts, sizes, strict=True)
+        ]
+    return pa.array(np.concatenate(parts), arrow_type, from_pandas=True)  # type: ignore[arg-type]
+
+
+def _as_batches(entries: list[Prediction], columns: list[str]) -> list[LoggedBatch]:
+    """Per-request entries → batches, one per run of requests that one model call could have answered."""
+
+    def key(e: Prediction) -> tuple[Any, ...]:
+        return (
+            e.model_version,
+            e.route,
+            e.shadow_version,
+            e.probabilities is None,
+            e.shadow_predictions is None,
+        )
+
+    batches = []
+    for _, group in groupby(entries, key=key):
+        run = list(group)
+        records = [r for e in run for r in e.records]
+        first = run[0]
+        batches.append(
+            LoggedBatch(
+                [e.request_id for e in run],
+                np.array([len(e.records) for e in run], dtype=np.int64),
+                np.array([e.ts_us for e in run], dtype=np.int64),
+                pd.DataFrame.from_records(records, columns=columns)
+                if records
+                else pd.DataFrame(columns=columns),
+                first.model_version,
+                first.route,
+                np.array([p for e in run for p in e.predictions], dtype=object),
+                None
+                if first.probabilities is None
+                else np.array([p for e in run for p in e.probabilities or ()], dtype=np.float64),
+                first.shadow_version,
+                None
+                if first.shadow_predictions is None
+                else np.array([p for e in run for p in e.shadow_predictions or ()], dtype=object),
+            )
+        )
+    return batches
 
 
 def feedback_table(entries: list[Feedback], schema: pa.Schema) -> pa.Table:
@@ -185,13 +323,14 @@ def monitor_sink(
     import ray
 
     handle: list[Any] = []  # the cached actor handle, looked up again after a failure
+    fallback = delta_sink(fallback_uri)
 
     def write(table: pa.Table) -> None:
         if not handle:
             try:
                 handle.append(ray.get_actor(actor_name, namespace=namespace))
             except ValueError:  # no such actor: write the log ourselves
-                delta_sink(fallback_uri)(table)
+                fallback(table)
                 return
         try:
             ray.get(handle[0].ingest.remote(table), timeout=timeout_s)
@@ -202,7 +341,7 @@ def monitor_sink(
     return write
 
 
-Entry = TypeVar("Entry", Prediction, Feedback)
+Entry = TypeVar("Entry", LoggedBatch | Prediction, Feedback)
 
 
 class BufferedLog(Generic[Entry]):
@@ -241,7 +380,7 @@ class BufferedLog(Generic[Entry]):
         """Hand an entry over; never blocks on the sink (the journal is a page-cache append)."""
         self.append_many([entry])
 
-    def append_many(self, entries: list[Entry]) -> None:
+    def append_many(self, entries: Sequence[Entry]) -> None:
         """Hand several entries over with one journal record (a batch of requests answered together).
 
         One pickle and one ``write`` per batch instead of per request: the
@@ -251,7 +390,7 @@ class BufferedLog(Generic[Entry]):
             return
         with self._lock:
             if self._journal is not None:
-                self._journal.write(entries if len(entries) > 1 else entries[0])
+                self._journal.write(list(entries) if len(entries) > 1 else entries[0])
             self._entries.extend(entries)
             self._num_buffered += sum(self._size(entry) for entry in entries)
             while self._num_buffered > self._max_rows and len(self._entries) > 1:
