@@ -88,7 +88,7 @@ class _State:
 class _Item:
     canary: bool
     request_id: str
-    records: list[dict[str, Any]]  # as sent (validated): the model's input and what the log keeps
+    records: list[dict[str, Any]]  # as sent (validated); the log keeps the batch frame built from them
 
 
 @dataclasses.dataclass(frozen=True)
