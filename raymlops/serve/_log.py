@@ -87,12 +87,13 @@ class DeltaAppender:
 
     ``write_deltalake(uri, ...)`` opens the table before every append: it reads
     the last checkpoint and replays every commit since, and a log flushed once
-    a second adds a commit a second. Measured here, that was 60 ms of CPU per
-    append at 250 commits and 104 ms at 1,500, a log's largest cost in a
-    replica (``benchmarks/README.md``). Appending through a table kept open
-    reads only the commits added since its own last one. Its in-memory state
-    grows by each commit it adds, so it is opened afresh every
-    ``reopen_every`` appends (23-31 ms per append at 250-1,500 commits). Other
+    a second adds a commit a second. Measured here with 250-row appends, that
+    was 60 ms of CPU per append at 250 commits and 104 ms at 1,500: after an
+    hour of serving, the log's largest cost in a replica (``benchmarks/README.md``).
+    Appending through a table kept open reads only the commits added since its
+    own last one. Its in-memory state grows by each commit it adds, so it is
+    opened afresh every ``reopen_every`` appends (23 ms per append at 250
+    commits, 41 ms at 1,500). Other
     appenders of the same table (replicas, the monitor) are fine: Delta
     commits an append on top of whatever version is newest.
     """
@@ -193,12 +194,13 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
     Runs of ``Prediction`` entries (an older replica's journal) become one
     batch each first.
     """
+    names = record_columns(schema)
     batches: list[LoggedBatch] = []
     for is_batch, run in groupby(entries, key=lambda e: isinstance(e, LoggedBatch)):
         if is_batch:
             batches.extend(run)  # type: ignore[arg-type]
         else:
-            batches.extend(_as_batches(list(run), record_columns(schema)))  # type: ignore[arg-type]
+            batches.extend(_as_batches(list(run), names))  # type: ignore[arg-type]
     if not batches:
         return schema.empty_table()
     counts = np.concatenate([b.num_records for b in batches]).astype(np.int64, copy=False)
@@ -220,7 +222,7 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
             schema.field(TS).type
         ),
     }
-    for name in record_columns(schema):
+    for name in names:
         columns[name] = _frame_column(frame, name, schema.field(name).type)
     label_type = schema.field("prediction").type
     columns["model_version"] = per_batch([b.model_version for b in batches], pa.int64())
