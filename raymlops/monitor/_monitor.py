@@ -46,7 +46,15 @@ from raymlops.config import ProjectConfig
 from raymlops.monitor._production import read_delta, utc_us
 from raymlops.monitor._report import DriftPolicy, DriftReport, Reference, drift_report
 from raymlops.monitor._state import JOB_DONE, JOB_PENDING, JOB_SUBMITTED, JobRecord, MonitorState
-from raymlops.serve._log import MONITOR_ROW, RECORD_INDEX, REQUEST_ID, TS, delta_sink, inference_log_schema
+from raymlops.serve._log import (
+    LOG_TABLE_PROPERTIES,
+    MONITOR_ROW,
+    RECORD_INDEX,
+    REQUEST_ID,
+    TS,
+    delta_sink,
+    inference_log_schema,
+)
 
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
 MAX_UNMATCHED_LABELS = 100_000  # labels whose prediction is not logged yet, kept for the next check
@@ -128,7 +136,7 @@ class Monitor:
         self._champion_version = champion or self._registry_champion
         self._load_reference = load_reference or self._registry_reference
         self.schema = inference_log_schema(config)
-        self._append = delta_sink(config.inference_log_uri)
+        self._append = delta_sink(config.inference_log_uri, LOG_TABLE_PROPERTIES)
         self.state_path = config.monitor_dir / "state.json"
         self.windows_path = config.monitor_dir / "windows.jsonl"
         self.state = MonitorState()

@@ -42,6 +42,8 @@ from raymlops import registry
 from raymlops.config import ProjectConfig
 from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
+    FEEDBACK_TABLE_PROPERTIES,
+    LOG_TABLE_PROPERTIES,
     BufferedLog,
     Feedback,
     LoggedBatch,
@@ -166,7 +168,7 @@ class Server:
                     timeout_s=config.monitoring.ack_timeout_s,
                 )
                 if config.monitoring.enabled
-                else delta_sink(config.inference_log_uri),
+                else delta_sink(config.inference_log_uri, LOG_TABLE_PROPERTIES),
                 lambda entries: prediction_table(entries, log_schema),
                 lambda entry: entry.num_rows,
                 flush_interval_s=self.serving.log_flush_interval_s,
@@ -178,7 +180,7 @@ class Server:
         )
         labels_schema = feedback_schema(config)
         self.feedback: BufferedLog[Feedback] = BufferedLog(
-            delta_sink(config.feedback_uri),
+            delta_sink(config.feedback_uri, FEEDBACK_TABLE_PROPERTIES),
             lambda entries: feedback_table(entries, labels_schema),
             lambda entry: len(entry.labels),
             flush_interval_s=self.serving.log_flush_interval_s,

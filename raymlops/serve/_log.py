@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -82,6 +82,20 @@ def feedback_schema(config: ProjectConfig) -> pa.Schema:
     )
 
 
+# Delta table properties of the logs. Statistics only for the columns their readers filter
+# on (a file's min/max lets a read skip it), and a checkpoint every 25 commits instead of
+# 100. Measured here with 1,480-row appends of the inference log, CPU per commit after 200
+# commits: 39 ms with Delta's defaults, 22 ms with these; after 550, 53 and 27 ms.
+LOG_TABLE_PROPERTIES = {
+    "delta.dataSkippingStatsColumns": f"{REQUEST_ID},{TS},{MONITOR_ROW}",
+    "delta.checkpointInterval": "25",
+}
+FEEDBACK_TABLE_PROPERTIES = {
+    "delta.dataSkippingStatsColumns": f"{REQUEST_ID},{TS}",
+    "delta.checkpointInterval": "25",
+}
+
+
 class DeltaAppender:
     """Appends tables to one Delta table (created on the first append), one commit each, kept open.
 
@@ -96,13 +110,21 @@ class DeltaAppender:
     commits, 41 ms at 1,500). Other
     appenders of the same table (replicas, the monitor) are fine: Delta
     commits an append on top of whatever version is newest.
+
+    ``properties`` are the table's Delta properties: given when the first append
+    creates it, and set once on a table that lacks them (a log created by an
+    older raymlops), so the cheaper commits need no migration step.
     """
 
-    def __init__(self, table_uri: str, *, reopen_every: int = 25) -> None:
+    def __init__(
+        self, table_uri: str, *, reopen_every: int = 25, properties: Mapping[str, str] | None = None
+    ) -> None:
         self.table_uri = table_uri
         self.reopen_every = reopen_every
+        self.properties = dict(properties or {})
         self._table: Any = None
         self._num_appends = 0
+        self._properties_checked = False
 
     def __call__(self, table: pa.Table) -> None:
         from deltalake import DeltaTable, write_deltalake
@@ -114,17 +136,41 @@ class DeltaAppender:
                 self._table = DeltaTable(self.table_uri)
             except TableNotFoundError:
                 self._table = None  # the first append creates it
+            else:
+                self._set_missing_properties(self._table)
         try:
-            write_deltalake(self._table if self._table is not None else self.table_uri, table, mode="append")
+            if self._table is None:
+                write_deltalake(self.table_uri, table, mode="append", configuration=self.properties or None)
+                self._properties_checked = True
+            else:
+                write_deltalake(self._table, table, mode="append")
         except Exception:
             self._table = None  # replaced or removed under us: open it again next time
             raise
         self._num_appends += 1
 
+    def _set_missing_properties(self, delta_table: Any) -> None:
+        """Give an existing table the properties it lacks, once; a failure only costs speed."""
+        from deltalake import DeltaTable
 
-def delta_sink(table_uri: str) -> Callable[[pa.Table], None]:
-    """Append a table to a Delta table (created on first write) in one commit."""
-    return DeltaAppender(table_uri)
+        if self._properties_checked:
+            return
+        self._properties_checked = True
+        configuration = delta_table.metadata().configuration
+        missing = {k: v for k, v in self.properties.items() if configuration.get(k) != v}
+        if not missing:
+            return
+        try:
+            delta_table.alter.set_table_properties(missing)
+        except Exception as error:  # another replica altering it at the same moment, say
+            _LOG.info("could not set %s on %s (%s); appends stay slower", missing, self.table_uri, error)
+            return
+        self._table = DeltaTable(self.table_uri)
+
+
+def delta_sink(table_uri: str, properties: Mapping[str, str] | None = None) -> Callable[[pa.Table], None]:
+    """Append a table to a Delta table (created on first write, with ``properties``) in one commit."""
+    return DeltaAppender(table_uri, properties=properties)
 
 
 class Prediction(NamedTuple):
@@ -325,7 +371,7 @@ def monitor_sink(
     import ray
 
     handle: list[Any] = []  # the cached actor handle, looked up again after a failure
-    fallback = delta_sink(fallback_uri)
+    fallback = delta_sink(fallback_uri, LOG_TABLE_PROPERTIES)
 
     def write(table: pa.Table) -> None:
         if not handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ from deltalake.exceptions import DeltaError
 
 from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
+    LOG_TABLE_PROPERTIES,
     BufferedLog,
     DeltaAppender,
     Feedback,
@@ -222,3 +224,31 @@ def test_the_appender_keeps_the_table_open_and_survives_other_writers(tmp_path, 
         append(table)
     append(table)
     assert DeltaTable(uri).to_pyarrow_table().num_rows == 2
+
+
+def _stats_columns(uri: str) -> set[str]:
+    """The columns the newest commit's added file has min/max statistics for."""
+    last = sorted(name for name in os.listdir(os.path.join(uri, "_delta_log")) if name.endswith(".json"))[-1]
+    with open(os.path.join(uri, "_delta_log", last)) as f:
+        adds = [json.loads(line)["add"] for line in f if '"add"' in line]
+    return set(json.loads(adds[0]["stats"])["minValues"])
+
+
+def test_the_log_table_gets_its_properties_when_created_and_when_found_without(tmp_path, make_config):
+    schema = inference_log_schema(make_config())
+    table = prediction_table([_entry("a", 2)], schema)
+    created = str(tmp_path / "created")
+    DeltaAppender(created, properties=LOG_TABLE_PROPERTIES)(table)
+    assert DeltaTable(created).metadata().configuration == LOG_TABLE_PROPERTIES
+    assert _stats_columns(created) == {"request_id", "ts"}  # monitor_row is all null: no min/max
+
+    older = str(tmp_path / "older")
+    write_deltalake(older, table, mode="append")  # an older raymlops' log: Delta's defaults
+    assert "age" in _stats_columns(older)
+    append = DeltaAppender(older, properties=LOG_TABLE_PROPERTIES)
+    append(table)
+    append(table)
+    assert DeltaTable(older).metadata().configuration == LOG_TABLE_PROPERTIES
+    assert DeltaTable(older).version() == 3  # the first write, the properties, two appends
+    assert _stats_columns(older) == {"request_id", "ts"}
+    assert DeltaTable(older).to_pyarrow_table().num_rows == 6
