@@ -52,6 +52,7 @@ from raymlops.serve._log import (
     feedback_schema,
     feedback_table,
     inference_log_schema,
+    journal_form,
     monitor_sink,
     now_us,
     prediction_table,
@@ -91,6 +92,7 @@ class _Item:
     canary: bool
     request_id: str
     records: list[dict[str, Any]]  # as sent (validated); the log keeps the batch frame built from them
+    body: bytes  # the request's JSON body, the records' source: what the log's journal keeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +176,7 @@ class Server:
                 flush_interval_s=self.serving.log_flush_interval_s,
                 max_buffer_rows=self.serving.log_max_buffer_rows,
                 journal=self._journal(config, "predictions"),
+                journal_form=journal_form,
             )
             if self.serving.inference_log
             else None
@@ -342,7 +345,8 @@ class Server:
             and canary_bucket(request_id) < state.rollout.canary_weight
         )
         # the batch journals and buffers this request's log entry before any answer goes out
-        answer: _Answer = await self.batched(_Item(canary, request_id, raw["records"]))
+        received = await request.body()  # read by _parse already: Starlette's cached bytes
+        answer: _Answer = await self.batched(_Item(canary, request_id, raw["records"], received))
         if answer.error is not None:
             return self._reject(422, "invalid", "records", answer.error)
         if not answer.route:  # the champion went away while the request waited for its batch
@@ -417,6 +421,7 @@ class Server:
                     probability_array,
                     shadow.version if shadow else None,
                     shadow_array,
+                    [item.body for item in items],
                 )
             )
         predictions = prediction_array.tolist()

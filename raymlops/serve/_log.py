@@ -15,6 +15,7 @@ answered, so a killed replica's answered requests still reach the log
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -203,22 +204,44 @@ class LoggedBatch(NamedTuple):
     record on the request path, and the buffer holds a few arrays per batch
     instead of a dict per record. The flush concatenates the frames and hands
     their columns to Arrow (``prediction_table``).
+
+    ``bodies`` are the requests' JSON bodies as received. The journal keeps
+    them instead of the frame (``for_journal``): pickling the bytes of a
+    16-request batch took 30 µs against 150 µs for its frame, on the request
+    path, and the frame is needed again only after a crash (``restored``).
     """
 
     request_ids: list[str]
     num_records: np.ndarray  # per request, int64; they sum to len(frame)
     ts_us: np.ndarray  # per request, int64: microseconds since the epoch, UTC
-    frame: pd.DataFrame  # the requests' records, one row each, in request order
+    frame: pd.DataFrame | None  # the requests' records, one row each, in request order; None: see bodies
     model_version: int
     route: str
     predictions: np.ndarray
     probabilities: np.ndarray | None
     shadow_version: int | None
     shadow_predictions: np.ndarray | None
+    bodies: list[bytes] | None = None  # per request: the JSON body its "records" came from
 
     @property
     def num_rows(self) -> int:
-        return len(self.frame)
+        return len(self.predictions)
+
+    def for_journal(self) -> LoggedBatch:
+        """The form the journal pickles: the bodies without the frame (as is when there are none)."""
+        return self._replace(frame=None) if self.bodies is not None else self
+
+    def restored(self, columns: list[str]) -> LoggedBatch:
+        """The frame again, from the bodies (a batch read back from a journal)."""
+        if self.frame is not None:
+            return self
+        records = [record for body in self.bodies or () for record in json.loads(body)["records"]]
+        return self._replace(frame=pd.DataFrame.from_records(records, columns=columns))
+
+
+def journal_form(entry: LoggedBatch | Prediction) -> LoggedBatch | Prediction:
+    """What the inference log's journal keeps of an entry (``LoggedBatch.for_journal``)."""
+    return entry.for_journal() if isinstance(entry, LoggedBatch) else entry
 
 
 class Feedback(NamedTuple):
@@ -244,7 +267,7 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
     batches: list[LoggedBatch] = []
     for is_batch, run in groupby(entries, key=lambda e: isinstance(e, LoggedBatch)):
         if is_batch:
-            batches.extend(run)  # type: ignore[arg-type]
+            batches.extend(b.restored(names) for b in run)  # type: ignore[union-attr]
         else:
             batches.extend(_as_batches(list(run), names))  # type: ignore[arg-type]
     if not batches:
@@ -252,7 +275,8 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
     counts = np.concatenate([b.num_records for b in batches]).astype(np.int64, copy=False)
     batch_rows = np.array([b.num_rows for b in batches], dtype=np.int64)
     num_rows = int(batch_rows.sum())
-    frame = pd.concat([b.frame for b in batches], ignore_index=True) if len(batches) > 1 else batches[0].frame
+    frames = [b.frame for b in batches if b.frame is not None]  # every one, once restored
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def per_batch(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
         return pa.array(np.repeat(np.array(values, dtype=object), batch_rows), arrow_type)
@@ -393,7 +417,12 @@ Entry = TypeVar("Entry", LoggedBatch | Prediction, Feedback)
 
 
 class BufferedLog(Generic[Entry]):
-    """Entries in, Delta commits out, on a background thread."""
+    """Entries in, Delta commits out, on a background thread.
+
+    ``journal_form`` maps an entry to what its journal record holds (a cheaper
+    form to pickle on the request path); the entries read back from a dead
+    replica's journal are in that form, so ``build`` must take it too.
+    """
 
     def __init__(
         self,
@@ -405,9 +434,11 @@ class BufferedLog(Generic[Entry]):
         max_buffer_rows: int = 100_000,
         name: str = "inference-log",
         journal: Journal | None = None,
+        journal_form: Callable[[Entry], Any] | None = None,
     ) -> None:
         self._sink = sink
         self._journal = journal
+        self._journal_form: Callable[[Entry], Any] | None = journal_form
         self._build: Callable[[list[Entry]], pa.Table] = build
         self._size: Callable[[Entry], int] = size
         self._interval_s = flush_interval_s
@@ -438,7 +469,8 @@ class BufferedLog(Generic[Entry]):
             return
         with self._lock:
             if self._journal is not None:
-                self._journal.write(list(entries) if len(entries) > 1 else entries[0])
+                journaled = [self._journal_form(e) for e in entries] if self._journal_form else list(entries)
+                self._journal.write(journaled if len(journaled) > 1 else journaled[0])
             self._entries.extend(entries)
             self._num_buffered += sum(self._size(entry) for entry in entries)
             while self._num_buffered > self._max_rows and len(self._entries) > 1:
