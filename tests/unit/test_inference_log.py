@@ -181,6 +181,18 @@ def test_batches_of_the_model_frame_give_the_table_of_the_same_requests(make_con
     assert prediction_table([], schema).num_rows == 0
 
 
+def _journaled_log(sink, schema: pa.Schema, folder, **options) -> BufferedLog:
+    """A prediction log with a journal in ``folder`` that flushes only when told to."""
+    return BufferedLog(
+        sink,
+        lambda e: prediction_table(e, schema),
+        lambda e: e.num_rows,
+        flush_interval_s=3600,
+        journal=Journal(folder),
+        **options,
+    )
+
+
 def test_a_journaled_batch_is_adopted_whole(make_config, tmp_path):
     """A dead replica's LoggedBatch comes back from its journal and builds the same rows."""
     cfg = make_config()
@@ -193,13 +205,7 @@ def test_a_journaled_batch_is_adopted_whole(make_config, tmp_path):
     dead._file.close()
     os.close(dead._lock_fd)  # the owner is gone: its lock can be taken
     written: list[pa.Table] = []
-    log = BufferedLog(
-        written.append,
-        lambda e: prediction_table(e, schema),
-        lambda e: e.num_rows,
-        flush_interval_s=3600,
-        journal=Journal(folder),
-    )
+    log = _journaled_log(written.append, schema, folder)
     assert log.flush() == 12
     assert written[0].equals(prediction_table([batch], schema))
     log.close()
@@ -270,14 +276,7 @@ def test_the_journal_keeps_the_bodies_and_an_adopter_rebuilds_the_frame(make_con
         for group in groups
     ]
     folder = tmp_path / "journal"
-    live = BufferedLog(
-        lambda table: None,
-        lambda e: prediction_table(e, schema),
-        lambda e: e.num_rows,
-        flush_interval_s=3600,
-        journal=Journal(folder),
-        journal_form=journal_form,
-    )
+    live = _journaled_log(lambda table: None, schema, folder, journal_form=journal_form)
     live.append_many(batches)
     live._stop.set()
     assert live._journal is not None
@@ -288,14 +287,7 @@ def test_the_journal_keeps_the_bodies_and_an_adopter_rebuilds_the_frame(make_con
     assert [b.frame for b in journaled] == [None, None] and journaled[0].bodies == batches[0].bodies
 
     written: list[pa.Table] = []
-    adopter = BufferedLog(
-        written.append,
-        lambda e: prediction_table(e, schema),
-        lambda e: e.num_rows,
-        flush_interval_s=3600,
-        journal=Journal(folder),
-        journal_form=journal_form,
-    )
+    adopter = _journaled_log(written.append, schema, folder, journal_form=journal_form)
     assert adopter.flush() == sum(b.num_rows for b in batches) == 18
     assert written[0].equals(prediction_table(batches, schema))
     adopter.close()
