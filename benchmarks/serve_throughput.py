@@ -546,7 +546,7 @@ def _haproxy_session(
     """
     from ray import serve
 
-    from raymlops import monitor, runtime
+    from raymlops import monitor, pipeline, runtime
     from raymlops import serve as rserve
 
     _forget_ingress()
@@ -558,11 +558,10 @@ def _haproxy_session(
     rows: list[dict] = []
     started = time.perf_counter()
     with runtime.session(configs["raymlops"], log_to_driver=False):
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        ray_start_s = time.perf_counter() - started  # Ray and Serve's controller and proxy
+        ray_start_s = time.perf_counter() - started  # a local Ray: GCS, raylet, dashboard
         started = time.perf_counter()
-        monitor.start(configs["raymlops"], jobs_address=None)
-        urls = {"raymlops": f"{rserve.deploy(configs['raymlops']).url}/predict"}
+        # what `raymlops serve` runs: Serve's controller and proxy, the drift monitor, the replica
+        urls = {"raymlops": f"{pipeline.deploy(configs['raymlops']).url}/predict"}
         _first_prediction(urls["raymlops"], body)
         deploy_s = time.perf_counter() - started
         timings["raymlops"] = {

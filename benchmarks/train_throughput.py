@@ -5,7 +5,10 @@ ingested and prepared by raymlops (the fitted preprocessor's features), the
 MLP of `model`, AdamW with the config's learning rate and weight decay, and the
 epoch's training loss summed as it goes (raymlops reports it; so would any
 loop). The plain loop runs in this process on one torch thread (a Ray Train
-worker with 0.5 CPU gets one too). From the long fit, in MLflow: the median
+worker with 0.5 CPU gets one too), right before and right after each long fit,
+and each fit's ratio is against the mean of those two runs: the machine's speed
+drifts by ~10 % within minutes, more than the gap being measured. From the
+long fit, in MLflow: the median
 training pass (``epoch_train_s``, what "per step" compares against the plain
 loop) and the median gap between two epochs' ends (the pass plus the
 validation pass, MLflow logging and the checkpoint). What is left of a short
@@ -15,7 +18,7 @@ processes, process group, dataset setup, MLflow run, result); the median of
 is created before any fit (once per storage home, ~1.5 s, not per fit). Early
 stopping is off.
 
-    python benchmarks/train_throughput.py                  # 100k rows, ~2 min
+    python benchmarks/train_throughput.py                  # 100k rows, 2–3.5 min
     python benchmarks/train_throughput.py --rows 20000
 
 Results print as a table and go to ``benchmarks/results/train_throughput.json``.
@@ -36,16 +39,25 @@ import numpy as np
 RESULTS = Path(__file__).with_name("results") / "train_throughput.json"
 
 
-def _plain_torch(prepared, config, epochs: int) -> float:
-    """Seconds per epoch of a plain PyTorch loop over the same encoded rows (after one warm-up epoch)."""
+def _plain_inputs(prepared, config) -> tuple:
+    """The training split's encoded rows as two tensors, as a plain loop would hold them."""
     import torch
 
-    from raymlops.train import build_model, model_inputs
+    from raymlops.train import model_inputs
 
-    torch.set_num_threads(1)
     rows = model_inputs(prepared.train, prepared, config.model.task).to_pandas()
     x = torch.tensor(np.stack(rows["x"].to_numpy()), dtype=torch.float32)
     y = torch.tensor(rows["y"].to_numpy(), dtype=torch.float32)
+    return x, y
+
+
+def _plain_torch(x, y, config, epochs: int) -> float:
+    """Seconds per epoch of a plain PyTorch loop over the same encoded rows (after one warm-up epoch)."""
+    import torch
+
+    from raymlops.train import build_model
+
+    torch.set_num_threads(1)
     model = build_model(x.shape[1], 1, tuple(config.model.hidden_sizes), config.model.dropout, None)
     training = config.training
     optimizer = torch.optim.AdamW(
@@ -123,11 +135,14 @@ def main() -> None:
         runtime.configure_mlflow(config)
         tracking.experiment_id(config)  # creates the store: once per home, not a fit's start-up
         num_train = prepared.split_num_rows[0]
-        plain_s = _plain_torch(prepared, config, args.long)
-        plain = {"epoch_s": plain_s, "epoch_gap_s": plain_s, "startup_s": 0.0}
-        out.append({"variant": "plain PyTorch", "workers": 1, **plain})
+        x, y = _plain_inputs(prepared, config)
+        plains: list[float] = []
         for workers in (1, 2):
+            # the plain loop right before and after each long fit, and the fit's ratio against those
+            # two: this machine's speed drifts by ~10 % within minutes, more than the gap measured
+            plains.append(_plain_torch(x, y, config, args.long))
             long, epoch_s, gap_s = _ray_train(prepared, config, workers, args.long)
+            plains.append(_plain_torch(x, y, config, args.long))
             shorts = [_ray_train(prepared, config, workers, args.short)[0] for _ in range(args.repeats)]
             startups = [short - args.short * gap_s for short in shorts]
             out.append(
@@ -136,26 +151,42 @@ def main() -> None:
                     "workers": workers,
                     "epoch_s": epoch_s,
                     "epoch_gap_s": gap_s,
+                    "plain_around_s": plains[-2:],
                     "startup_s": float(np.median(startups)),
                     "startup_each_s": startups,
                     "fit_s": {str(args.short): shorts, str(args.long): long},
                 }
             )
+        plain_s = float(np.median(plains))
+        out.insert(
+            0,
+            {
+                "variant": "plain PyTorch",
+                "workers": 1,
+                "epoch_s": plain_s,
+                "epoch_gap_s": plain_s,
+                "plain_around_s": [plain_s],
+                "startup_s": 0.0,
+                "each_s": plains,
+            },
+        )
     training = config.training
     print(f"{num_train:,} training rows, batch {training.batch_size}, MLP {config.model.hidden_sizes}")
-    header = ("variant", "workers", "train pass s", "samples/s", "x plain", "epoch s", "start-up s")
+    header = ("variant", "workers", "train pass s", "samples/s", "x plain*", "epoch s", "start-up s")
     print(
         f"{header[0]:<14} {header[1]:>7} {header[2]:>12} {header[3]:>10} {header[4]:>8} {header[5]:>8} "
         f"{header[6]:>10}"
     )
     for row in out:
         row["samples_per_s"] = num_train / row["epoch_s"]
-        row["ratio_vs_plain"] = plain_s / row["epoch_s"]
+        row["ratio_vs_plain"] = float(np.mean(row["plain_around_s"])) / row["epoch_s"]
         print(
             f"{row['variant']:<14} {row['workers']:>7} {row['epoch_s']:>12.2f} "
             f"{row['samples_per_s']:>10,.0f} {row['ratio_vs_plain']:>8.2f} {row['epoch_gap_s']:>8.2f} "
             f"{row['startup_s']:>10.1f}"
         )
+    print("* against the plain loop's runs just before and after that row's long fit (the median: plain)")
+    print(f"plain loop, each run: {', '.join(f'{p:.3f}' for p in plains)} s per pass")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
