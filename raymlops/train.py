@@ -291,13 +291,15 @@ def run(
     datasets = _worker_shards(prepared, config.model.task, training.num_workers)
     small = all(ds.size_bytes() <= _IN_MEMORY_SHARD_BYTES for ds in datasets.values())
     # on an embedded head rank 0 records its placement group here (see _trainer_class)
-    placement_group_path = Path(storage_path) / run_name / _PLACEMENT_GROUP_FILE if embedded_ray() else None
+    placement_group_path = placement_group_record(config, run_name) if embedded_ray() else None
     loop_config.update(
         {
             "mlflow_run_id": run_id,
             "mlflow_tracking_uri": tracking_uri,
             "in_memory_shards": small,
             "placement_group_path": str(placement_group_path) if placement_group_path else None,
+            # a Tune trial: the actor whose death (ASHA stopped it) orphans the workers' group
+            "owner_actor_id": ray.get_runtime_context().get_actor_id(),
         }
     )
 
@@ -329,7 +331,7 @@ def run(
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError and its causes
         if placement_group_path is not None:
-            _release_placement_group(placement_group_path)
+            release_placement_group(placement_group_path)
         client.set_terminated(run_id, status="FAILED")
         raise TrainingError(
             f"training run {run_name} failed after {training.max_failures} allowed failure(s): {e}. "
@@ -360,7 +362,13 @@ def run(
 
 
 # loop-config keys that say where this run writes, not how it trains (kept out of the hyperparameters)
-_RUN_KEYS = ("mlflow_run_id", "mlflow_tracking_uri", "in_memory_shards", "placement_group_path")
+_RUN_KEYS = (
+    "mlflow_run_id",
+    "mlflow_tracking_uri",
+    "in_memory_shards",
+    "placement_group_path",
+    "owner_actor_id",
+)
 _PLACEMENT_GROUP_FILE = "raymlops_placement_group"
 
 
@@ -378,12 +386,15 @@ def _trainer_class() -> Any:
     """``TorchTrainer``; on an embedded Ray, without its placement-group cleaner actor.
 
     Ray Train 2.60 starts a detached cleaner actor per fit that removes the
-    workers' placement group if the controller dies without doing so. On one
-    node it costs one more process to start beside the workers, and a 1 s stop
-    (it polls the state API once a second): an empty 1-worker fit took 7.1 s
-    with it and 5.3 s without (``benchmarks/README.md``). Its job is done here
-    instead by rank 0 recording its placement group in the run folder and
-    ``run`` removing it after a failed fit (``_release_placement_group``).
+    workers' placement group if the controller dies without doing so (a
+    placement group made by an actor lives as long as its job, not as long as
+    the actor). On one node it costs one more process to start beside the
+    workers and a 1 s stop (``benchmarks/README.md``), and it learns of the
+    controller's death through the state API, so on a head without a dashboard
+    it never removes anything. Its job is done here instead by rank 0 recording
+    its placement group and the process that owns the fit in the run folder:
+    ``run`` removes it after a failed fit, and a sweep removes it once the
+    trial that ASHA stopped is dead (``release_placement_group``).
     """
     from ray.train.torch import TorchTrainer
 
@@ -404,8 +415,13 @@ def _trainer_class() -> Any:
     return OneNodeTorchTrainer
 
 
-def _record_placement_group(path: str) -> None:
-    """Rank 0 writes the id of the placement group its worker group runs in (embedded Ray)."""
+def placement_group_record(config: ProjectConfig, run_name: str) -> Path:
+    """Where rank 0 of an embedded-head fit records its placement group (and the fit's owner)."""
+    return config.home_path / "train" / run_name / _PLACEMENT_GROUP_FILE
+
+
+def _record_placement_group(path: str, owner_actor_id: str | None) -> None:
+    """Rank 0 writes its worker group's placement group id, then the owner actor's id if any."""
     from ray.util import get_current_placement_group
 
     group = get_current_placement_group()
@@ -413,27 +429,44 @@ def _record_placement_group(path: str) -> None:
         from raymlops._internal.files import replace_text
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        replace_text(Path(path), group.id.hex())  # ``run`` and tests poll for it: never seen empty
+        lines = [group.id.hex(), *([owner_actor_id] if owner_actor_id else [])]
+        replace_text(Path(path), "\n".join(lines))  # ``run`` and tests poll for it: never seen empty
 
 
-def _release_placement_group(path: Path) -> None:
-    """Remove a failed fit's placement group that outlived its controller (a killed controller).
+def release_placement_group(record: Path, *, wait_for_owner: bool = False) -> bool:
+    """Remove a fit's placement group that outlived its controller; True once nothing is left to do.
 
-    Ray Train removes it itself whenever its controller shuts down; only a
-    controller that died leaves it holding its CPUs, which would starve every
-    later fit on the embedded head.
+    Ray Train removes the group itself whenever its controller shuts down; a
+    controller that died (killed, or killed with the Tune trial that owned it)
+    leaves it holding its CPUs until the job ends, which starves every later
+    fit, trial and retrain job on the embedded head. With ``wait_for_owner``,
+    a group whose owner actor (a Tune trial) is still alive is left alone and
+    False is returned: removing it under a live controller would only make it
+    start a new worker group.
     """
     import ray
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     try:
-        group_id = path.read_text().strip()
-    except OSError:
-        return  # no worker group started
+        group_id, *owner = record.read_text().split()
+    except (OSError, ValueError):
+        return True  # no worker group started
     entry = ray.util.placement_group_table().get(group_id)
-    if entry and entry.get("state") != "REMOVED":
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-        _LOG.warning("removed placement group %s, left behind by the failed fit's controller", group_id)
+    if not entry or entry.get("state") == "REMOVED":
+        return True
+    if wait_for_owner and owner and _actor_alive(owner[0]):
+        return False
+    remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+    _LOG.warning("removed placement group %s, left behind by a fit whose controller died", group_id)
+    return True
+
+
+def _actor_alive(actor_id: str) -> bool:
+    """Whether an actor is alive, read from the GCS (the state API needs a dashboard)."""
+    from ray._private import state
+
+    info = state.actors(actor_id)
+    return bool(info) and info.get("State") != "DEAD"
 
 
 # the settings a checkpoint depends on; a changed gate, endpoint or monitor does not matter to it
@@ -643,7 +676,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     _quiet_train_reports()
     if rank == 0 and cfg.get("placement_group_path"):
-        _record_placement_group(cfg["placement_group_path"])
+        _record_placement_group(cfg["placement_group_path"], cfg.get("owner_actor_id"))
     if cfg["use_gpu"]:
         # On CPU the layers' kernels are deterministic already, and the switch imports
         # torch's compiler stack (1.9 s per worker); CUDA needs it for repeatable runs.

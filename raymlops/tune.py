@@ -132,6 +132,7 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         ),
         {"cpu": TRIAL_CPUS},
     )
+    groups = _trial_groups(config, sweep_name)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         # ASHA stops a trial once it reaches max_t; one past the last epoch lets a complete
@@ -153,14 +154,23 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
             num_samples=tuning.num_samples,
             max_concurrent_trials=tuning.max_concurrent_trials,
             time_budget_s=tuning.time_budget_s,
+            reuse_actors=False,  # a trial's end is its actor's death (see _trial_groups)
         ),
-        run_config=tune.RunConfig(name=sweep_name, storage_path=str(config.home_path / "tune"), verbose=0),
+        run_config=tune.RunConfig(
+            name=sweep_name,
+            storage_path=str(config.home_path / "tune"),
+            verbose=0,
+            callbacks=[groups],
+        ),
     )
     say(
         f"sweep {sweep_name}: {tuning.num_samples} trials, {tuning.max_concurrent_trials} at a time, "
         f"ASHA on {tuning.metric} ({tuning.mode}); MLflow parent run {parent_id}"
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        groups.release_all()
     # Tune's own verdict: trials that raised. Any other trial that did not finish was stopped
     # by ASHA, even when its train.run saw the stop as an error and marked its run FAILED.
     results = [grid[i] for i in range(len(grid))]
@@ -214,6 +224,50 @@ def _trial(
         parent_run_id=parent_run_id,
         callbacks=[TuneReportCallback()],
     )
+
+
+def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
+    """A Tune callback that frees the workers' placement group of every ended trial once its actor is dead.
+
+    When ASHA stops a trial, Tune kills the trial's actor and with it the
+    trial's Ray Train controller, which then never removes its workers'
+    placement group; the group would hold its CPUs until the sweep's driver
+    exits (see ``train._trainer_class``). The callback runs on the driver,
+    which outlives every trial: each ended trial is noted, and at every step of
+    the sweep the groups of ended trials whose actor is gone are removed.
+    ``release_all`` does the last ones after the sweep.
+    """
+    from ray.tune import Callback
+
+    from raymlops import train
+
+    class TrialGroups(Callback):
+        def __init__(self) -> None:
+            self.ended: set[str] = set()
+
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self.ended.add(trial.trial_id)
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self.ended.add(trial.trial_id)
+
+        def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            self.release()
+
+        def release(self) -> None:
+            for trial_id in list(self.ended):
+                record = train.placement_group_record(config, f"{sweep_name}-{trial_id}")
+                if train.release_placement_group(record, wait_for_owner=True):
+                    self.ended.discard(trial_id)
+
+        def release_all(self, timeout_s: float = 30.0) -> None:
+            deadline = time.monotonic() + timeout_s
+            self.release()
+            while self.ended and time.monotonic() < deadline:
+                time.sleep(0.2)
+                self.release()
+
+    return TrialGroups()
 
 
 def _trials(

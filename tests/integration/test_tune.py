@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import pyarrow.csv as pacsv
 import pytest
+import ray
 
 from raymlops import data, registry, tune
 
@@ -33,7 +36,20 @@ def test_sweep_stops_the_trials_that_fall_behind_and_registers_the_best(tmp_path
     pacsv.write_csv(data.generate_demo_data(2000, seed=31), tmp_path / "d.csv")
     prepared = data.prepare(data.ingest(str(tmp_path / "d.csv"), cfg), cfg)
     lines: list[str] = []
+    groups_before = set(ray.util.placement_group_table())
+    cpus_before = ray.available_resources().get("CPU", 0.0)
     sweep = tune.run(prepared, cfg, progress=lines.append)
+    # every trial's workers gave their CPUs back, the ones ASHA killed included
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0.0) < cpus_before:
+        time.sleep(0.5)  # the raylet reports freed resources asynchronously
+    assert ray.available_resources().get("CPU", 0.0) >= cpus_before
+    left = {
+        group_id: entry["state"]
+        for group_id, entry in ray.util.placement_group_table().items()
+        if group_id not in groups_before and entry["state"] != "REMOVED"
+    }
+    assert not left, f"placement groups outlived the sweep: {left}"
 
     assert len(sweep.trials) == 3
     stopped = {t.hyperparameters["learning_rate"] for t in sweep.trials if t.status == "STOPPED"}

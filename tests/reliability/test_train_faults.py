@@ -43,7 +43,7 @@ def test_a_killed_controller_fails_the_fit_and_releases_its_placement_group(trai
     training = {"num_workers": 1, "epochs": 500, "cpus_per_worker": 0.5, "early_stopping_patience": 0}
     cfg = parse_config(trained_pair.raw("killed-controller", training=training))
     run_name = f"killed-controller-{time.time_ns()}"
-    record = cfg.home_path / "train" / run_name / "raymlops_placement_group"
+    record = train.placement_group_record(cfg, run_name)
     cpus_before = ray.available_resources().get("CPU", 0.0)
     outcome: dict[str, BaseException | object] = {}
 
@@ -60,7 +60,7 @@ def test_a_killed_controller_fails_the_fit_and_releases_its_placement_group(trai
     while not record.exists() and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.2)
     assert record.exists(), f"rank 0 never recorded its placement group: {outcome}"
-    group_id = record.read_text().strip()
+    group_id = record.read_text().split()[0]
     assert ray.util.placement_group_table()[group_id]["state"] == "CREATED"
     controllers = _controllers(started_after=started - 1)
     assert len(controllers) == 1, controllers
@@ -74,10 +74,13 @@ def test_a_killed_controller_fails_the_fit_and_releases_its_placement_group(trai
     assert run_name in str(error) and "resume" in str(error)
     assert ray.util.placement_group_table()[group_id]["state"] == "REMOVED"
     # the group's own resources (``bundle_group_<id>``) leave the cluster once its CPUs are back;
-    # the cluster's free CPU total is no measure here, other tests' actors come and go
+    # and the cluster's free CPUs are back to what they were before the fit
     while _group_resources(group_id) and time.monotonic() < killed_at + 30:
         time.sleep(0.2)  # the raylet reports freed resources asynchronously
     assert not _group_resources(group_id)
+    while ray.available_resources().get("CPU", 0.0) < cpus_before and time.monotonic() < killed_at + 30:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0.0) >= cpus_before, "the failed fit kept CPUs"
     figures.update(
         fit_failed_after_s=round(time.monotonic() - killed_at, 1),
         cpus_free_before_and_after=(cpus_before, ray.available_resources().get("CPU", 0.0)),
