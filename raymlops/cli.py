@@ -1055,23 +1055,30 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     print(f"last decision  {state.last_decision or '-'}")
     if state.last_performance:
         perf = state.last_performance
+        test = f", worse by {perf['worse_by']:.4f}, p = {perf['p_value']:.2g}" if "p_value" in perf else ""
         print(
             f"live metric    {perf['metric']} {perf['value']:.4f} on {perf['num_rows']} labelled rows "
-            f"(holdout {perf['baseline']}): {perf['verdict']}"
+            f"(holdout {perf['baseline']} on {perf.get('baseline_num_rows') or '?'} rows{test}): "
+            f"{perf['verdict']}"
         )
-    print(f"labels         {state.num_labelled} joined, {len(state.labelled)} waiting for a full window")
+    print(
+        f"labels         {state.num_labelled} joined; the live metric is judged on the last "
+        f"{config.monitoring.performance_window_size}, every {config.monitoring.performance_step} new"
+    )
     print(f"cooldown       {cooldown} (retraining.cooldown_s {retraining.cooldown_s:g})")
     outcomes = ", ".join(f"{k} {v}" for k, v in state.outcomes().items())
     print(f"retrain jobs   {state.num_triggers} triggered: {outcomes}")
     for job in state.jobs[-5:]:
         status = job.outcome or job.status or job.stage
-        print(f"  {job.submission_id}  {job.triggered_at}  {status}  {job.detail or job.reason}")
+        detail = job.detail or job.reason
+        if job.stage == "pending" and job.attempts:  # the Jobs API has not taken it yet
+            detail = f"not submitted yet after {job.attempts} attempt(s), retrying: {job.last_error}"
+        print(f"  {job.submission_id}  {job.triggered_at}  {status}  {detail}")
     windows_path = config.monitor_dir / "windows.jsonl"
     if windows_path.exists() and args.windows > 0:
-        lines = windows_path.read_text().splitlines()[-args.windows :]
+        judged = [json.loads(line) for line in windows_path.read_text().splitlines()]
         rows = []
-        for line in lines:
-            w = json.loads(line)
+        for w in [w for w in judged if w.get("kind", "drift") == "drift"][-args.windows :]:
             rows.append(
                 (
                     w["window"],

@@ -53,6 +53,11 @@ __all__ = [
 
 ENV_HOME = "RAYMLOPS_HOME"
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
+# The cluster a job raymlops submitted must attach to. Ray's job supervisor replaces a job's
+# RAY_ADDRESS with the latest `ray start` cluster on its node, which on a laptop running
+# another Ray is not the cluster that ran the job; this variable, set by raymlops on every
+# job it submits, wins over RAY_ADDRESS.
+ENV_JOB_RAY_ADDRESS = "RAYMLOPS_RAY_ADDRESS"
 
 Dtype = Literal["float64", "float32", "int64", "int32", "bool", "string", "timestamp"]
 NUMERIC_DTYPES = ("float64", "float32", "int64", "int32")
@@ -428,6 +433,10 @@ class MonitoringConfig(_Section):
     p_value_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
     correction: Literal["none", "bonferroni", "benjamini_hochberg"] = "benjamini_hochberg"
     performance_drop: Annotated[float, Field(ge=0.0)] | None = 0.05
+    # the live metric is judged on the last this many labelled rows, every performance_step new ones
+    performance_window_size: Annotated[int, Field(ge=30)] = 200
+    performance_step: Annotated[int, Field(ge=1)] = 50
+    performance_p_value: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.001  # one-sided, both samples' noise
     dedup_horizon_s: Annotated[float, Field(gt=0)] = 3600.0  # how long a request id is remembered
     num_cpus: Annotated[float, Field(gt=0.0, le=0.25)] = 0.1  # the actor's CPU reservation
     ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # a replica's wait for the monitor's ack
@@ -439,6 +448,12 @@ class MonitoringConfig(_Section):
                 "min_window_size",
                 f"min_window_size ({self.min_window_size}) must be <= window_size ({self.window_size})",
             )
+        if self.performance_step > self.performance_window_size:
+            raise _FieldProblem(
+                "performance_step",
+                f"performance_step ({self.performance_step}) must be <= performance_window_size "
+                f"({self.performance_window_size})",
+            )
         return self
 
 
@@ -447,8 +462,10 @@ class RetrainingConfig(_Section):
     cooldown_s: Annotated[float, Field(ge=0)] = 600.0
     sweep: bool = False
     canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
-    submit_max_attempts: Annotated[int, Field(ge=1)] = 5
+    # None: a trigger is retried until the Jobs API takes it (or the drift behind it goes away)
+    submit_max_attempts: Annotated[int | None, Field(ge=1)] = None
     submit_backoff_s: Annotated[float, Field(gt=0)] = 2.0
+    submit_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0  # the doubling backoff stops here
     min_labelled_rows: Annotated[int, Field(ge=1)] = 100  # labelled production rows a retrain needs
     canary_duration_s: Annotated[float, Field(ge=0)] = 10.0  # the canary step before promotion
 
@@ -614,7 +631,9 @@ class ProjectConfig(_Section):
 
     @property
     def ray_address(self) -> str | None:
-        return os.environ.get(ENV_RAY_ADDRESS) or self.storage.ray_address
+        return (
+            os.environ.get(ENV_JOB_RAY_ADDRESS) or os.environ.get(ENV_RAY_ADDRESS) or self.storage.ray_address
+        )
 
 
 # --------------------------------------------------------------------------- loading

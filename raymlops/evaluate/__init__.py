@@ -177,6 +177,8 @@ def _log(config: ProjectConfig, mv: ModelVersion, report: GateReport) -> None:
     for key, value in ev.metrics.items():
         if math.isfinite(value):
             client.log_metric(mv.run_id, f"holdout_{key}", value, step=step)
+    # the monitor weighs a live metric against the holdout's by both samples' sizes
+    client.log_metric(mv.run_id, "holdout_num_rows", ev.num_rows, step=step)
     failures = "; ".join(f"{c.rule} [{c.subject}]" for c in report.failures)
     tags = {
         registry.TAG_GATE_PASSED: "true" if report.passed else "false",

@@ -155,12 +155,17 @@ class DriftMonitor:
     """The actor: a ``Monitor`` and a thread that calls its ``check`` every ``check_interval_s``."""
 
     def __init__(self, config_json: str, jobs_address: str | None) -> None:
+        import ray
+
         config = ProjectConfig.model_validate_json(config_json)
         _lower_priority()
         self.monitor = Monitor(
             config,
             jobs=RayJobs(jobs_address) if jobs_address else None,
             gauges=RayGauges(config.name),
+            # the jobs run on this cluster: said explicitly, or Ray's job supervisor may attach
+            # them to another `ray start` cluster on the same machine
+            cluster_address=ray.get_runtime_context().gcs_address,
         )
         self.monitor.restore()
         self._stop = threading.Event()

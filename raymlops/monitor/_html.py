@@ -225,9 +225,24 @@ def write_report(
         "span": f"{report.window_start} .. {report.window_end}",
         "drift share": f"{report.drift_share:.2f} (threshold {config.monitoring.drift_share})",
         "correction": config.monitoring.correction,
-        "holdout metric": baseline if baseline is not None else "n/a",
+        "holdout metric": f"{baseline.value:.4f} on {baseline.num_rows or '?'} rows" if baseline else "n/a",
+        "live metric": _live_metric(config),
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     page = render_html(report, reference, window, title=f"Drift report: {config.name}", facts=facts)
     target.write_text(page)
     return ReportPage(report, str(target), table_text(report))
+
+
+def _live_metric(config: ProjectConfig) -> str:
+    """The monitor's last live-metric judgement, with its test, from its persisted state."""
+    from raymlops.monitor._state import MonitorState
+
+    state = MonitorState.load(config.monitor_dir / "state.json")
+    perf = state.last_performance if state else None
+    if not perf:
+        return "no labelled window judged yet"
+    test = f", worse by {perf['worse_by']:.4f} (p = {perf['p_value']:.2g})" if "p_value" in perf else ""
+    return (
+        f"{perf['metric']} {perf['value']:.4f} on {perf['num_rows']} labelled rows{test}: {perf['verdict']}"
+    )

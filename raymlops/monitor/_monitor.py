@@ -14,14 +14,17 @@ tested without a cluster.
   ``min_window_size``. Windows do not overlap, so ``consecutive_windows``
   drifted windows are that many independent pieces of evidence.
 - **Performance.** Feedback labels are joined to logged predictions by
-  (request id, record index); every ``window_size`` labelled rows of the
-  champion give a live accuracy (or RMSE), compared with the champion's
-  holdout metric.
+  (request id, record index); every ``performance_step`` labelled rows of the
+  champion, the last ``performance_window_size`` give a live accuracy (or
+  RMSE), tested against the champion's holdout metric (``_performance``).
 - **Retraining.** A trigger is recorded (and persisted) before its job is
   submitted, under a submission id derived from the trigger number, so a
   restarted monitor re-submits the same id and the Jobs API refuses a
-  duplicate. One job at a time per model, exponential backoff between failed
-  submissions, the cooldown counted from the trigger.
+  duplicate. One job at a time per model; a failed submission is retried with
+  a capped exponential backoff for as long as the trigger holds (a drift
+  trigger is withdrawn by a stable window, a performance one by a window
+  within bounds). The cooldown runs from the submission and from the job's
+  end, never from a trigger that did not reach the Jobs API.
 """
 
 from __future__ import annotations
@@ -42,10 +45,20 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from raymlops.config import ProjectConfig
+from raymlops.config import ENV_JOB_RAY_ADDRESS, ProjectConfig
+from raymlops.monitor._performance import Baseline, DropTest, accuracy_drop, rmse_rise
 from raymlops.monitor._production import read_delta, utc_us
 from raymlops.monitor._report import DriftPolicy, DriftReport, Reference, drift_report
-from raymlops.monitor._state import JOB_DONE, JOB_PENDING, JOB_SUBMITTED, JobRecord, MonitorState
+from raymlops.monitor._state import (
+    JOB_DONE,
+    JOB_PENDING,
+    JOB_SUBMITTED,
+    TRIGGER_DRIFT,
+    TRIGGER_PERFORMANCE,
+    TRIGGER_REQUESTED,
+    JobRecord,
+    MonitorState,
+)
 from raymlops.serve._log import (
     LOG_TABLE_PROPERTIES,
     MONITOR_ROW,
@@ -125,12 +138,14 @@ class Monitor:
         gauges: Gauges | None = None,
         clock: Callable[[], float] = time.time,
         champion: Callable[[], int | None] | None = None,
-        load_reference: Callable[[int], tuple[Reference, float | None]] | None = None,
+        load_reference: Callable[[int], tuple[Reference, Baseline | None]] | None = None,
+        cluster_address: str | None = None,
     ) -> None:
         self.config = config
         self.monitoring = config.monitoring
         self.retraining = config.retraining
         self.jobs = jobs
+        self.cluster_address = cluster_address  # every job this monitor submits attaches here
         self.gauges = gauges
         self.clock = clock
         self._champion_version = champion or self._registry_champion
@@ -142,7 +157,7 @@ class Monitor:
         self.state = MonitorState()
         self.policy = DriftPolicy(self.monitoring.consecutive_windows, self.retraining.cooldown_s)
         self.reference: Reference | None = None
-        self.baseline: float | None = None
+        self.baseline: Baseline | None = None
         self._lock = threading.RLock()
         self._seen: dict[str, float] = {}  # request id -> when it was logged (s), for the horizon
         self._open: list[pa.Table] = []
@@ -271,7 +286,7 @@ class Monitor:
             events.append(f"champion is now version {version} (was {previous}): windows start again")
             self.state.closed_rows = self.state.next_row
             self._open, self._num_open = [], 0
-            self.state.labelled = []
+            self.state.labelled, self.state.num_new_labelled = [], 0
             self.policy.streak = 0
         self.state.champion_version = version
 
@@ -280,7 +295,7 @@ class Monitor:
 
         return registry.rollout(self.config).champion_version
 
-    def _registry_reference(self, version: int) -> tuple[Reference, float | None]:
+    def _registry_reference(self, version: int) -> tuple[Reference, Baseline | None]:
         return version_reference(self.config, version)
 
     def _due_windows(self, now_s: float) -> list[pa.Table]:
@@ -313,6 +328,7 @@ class Monitor:
         self.state.last_report = report.to_dict()
         self.state.last_decision = decision.reason
         line = {
+            "kind": "drift",
             "window": self.state.num_windows,
             "at": _iso(now_s),
             "champion_version": self.state.champion_version,
@@ -327,7 +343,9 @@ class Monitor:
         verdict = "DRIFTED" if report.drifted else "stable"
         event = f"window {self.state.num_windows}: {verdict} ({report.reason}); {decision.reason}"
         if decision.retrain:
-            event += "; " + self._trigger(decision.reason, now_s)
+            event += "; " + self._trigger(decision.reason, now_s, TRIGGER_DRIFT)
+        elif report.enough_rows and not report.drifted:
+            event += self._withdraw(TRIGGER_DRIFT, "a later window showed no drift")
         return event
 
     def request_retrain(self, reason: str) -> str:
@@ -340,7 +358,7 @@ class Monitor:
             busy = self._busy()
             if busy is not None:
                 return f"not triggered: {busy}"
-            return self._trigger(f"requested: {reason}", self.clock())
+            return self._trigger(f"requested: {reason}", self.clock(), TRIGGER_REQUESTED)
 
     def _busy(self) -> str | None:
         if not self.retraining.enabled:
@@ -350,14 +368,22 @@ class Monitor:
             return f"retrain job {job.submission_id} is still {job.status or job.stage}"
         return None
 
-    def _trigger(self, reason: str, now_s: float) -> str:
+    def _trigger(self, reason: str, now_s: float, kind: str) -> str:
         """Record a trigger durably before anything is submitted (the id must survive a crash)."""
         self.state.num_triggers += 1
-        job = JobRecord(submission_id(self.config, self.state.num_triggers), reason, _iso(now_s))
+        job = JobRecord(submission_id(self.config, self.state.num_triggers), reason, _iso(now_s), kind=kind)
         self.state.jobs.append(job)
         self.state.jobs = self.state.jobs[-MAX_JOBS_KEPT:]
         self._save()
         return f"retrain triggered: job {job.submission_id}"
+
+    def _withdraw(self, kind: str, why: str) -> str:
+        """Drop a trigger of ``kind`` the Jobs API never took: the evidence behind it is gone."""
+        job = self.state.active_job
+        if job is None or job.stage != JOB_PENDING or job.kind != kind or job.attempts == 0:
+            return ""
+        self._finish(job, "withdrawn", f"{why} before the job could be submitted ({job.last_error})")
+        return f"; job {job.submission_id} withdrawn: {why}"
 
     # ------------------------------------------------------------------ performance
 
@@ -365,12 +391,12 @@ class Monitor:
         if self.monitoring.performance_drop is None:
             return []
         self._pull_labels(now_s)
-        events = []
-        size = self.monitoring.window_size
-        while len(self.state.labelled) >= size:
-            pairs, self.state.labelled = self.state.labelled[:size], self.state.labelled[size:]
-            events.append(self._judge_performance(pairs, now_s))
-        return events
+        size, step = self.monitoring.performance_window_size, self.monitoring.performance_step
+        if len(self.state.labelled) < size or self.state.num_new_labelled < step:
+            return []
+        self.state.labelled = self.state.labelled[-size:]
+        self.state.num_new_labelled = 0
+        return [self._judge_performance(self.state.labelled, now_s)]
 
     def _pull_labels(self, now_s: float) -> None:
         import pyarrow.compute as pc
@@ -406,54 +432,73 @@ class Monitor:
             if version == champion and label is not None:
                 self.state.labelled.append((prediction, label))
                 self.state.num_labelled += 1
+                self.state.num_new_labelled += 1
         self._unmatched = self._unmatched[-MAX_UNMATCHED_LABELS:]
+        # older rows can no longer enter a judgement (it uses the last performance_window_size)
+        self.state.labelled = self.state.labelled[-self.monitoring.performance_window_size :]
 
     def _judge_performance(self, pairs: list[tuple[Any, Any]], now_s: float) -> str:
         metric = live_metric_name(self.config)
         predicted = [p for p, _ in pairs]
         actual = [a for _, a in pairs]
+        errors: np.ndarray | None = None
         if metric == "rmse":
-            diff = np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64)
-            value = float(np.sqrt(np.mean(diff**2)))
+            errors = (np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64)) ** 2
+            value = float(np.sqrt(np.mean(errors)))
         else:
-            value = float(np.mean([p == a for p, a in zip(predicted, actual, strict=True)]))
+            num_correct = sum(p == a for p, a in zip(predicted, actual, strict=True))
+            value = num_correct / len(pairs)
         self.state.num_performance_windows += 1
         if self.gauges:
             self.gauges.performance(metric, value)
-        drop = self.monitoring.performance_drop
+        drop, alpha = self.monitoring.performance_drop, self.monitoring.performance_p_value
         assert drop is not None
         record: dict[str, Any] = {
             "metric": metric,
             "value": value,
-            "baseline": self.baseline,
+            "baseline": self.baseline.value if self.baseline else None,
+            "baseline_num_rows": self.baseline.num_rows if self.baseline else None,
             "num_rows": len(pairs),
             "at": _iso(now_s),
             "champion_version": self.state.champion_version,
         }
-        if self.baseline is None or not math.isfinite(self.baseline):
+        if self.baseline is None or not math.isfinite(self.baseline.value):
             record["verdict"] = "no holdout metric for the champion: no comparison"
             self.state.last_performance = record
             return f"live {metric} {value:.4f} on {len(pairs)} labelled rows (no holdout baseline)"
-        # accuracy: an absolute drop; RMSE: a relative rise (RMSE has the label's units)
-        worse = (
-            (value - self.baseline) / max(abs(self.baseline), 1e-12)
-            if metric == "rmse"
-            else self.baseline - value
+        test: DropTest = (
+            rmse_rise(self.baseline, errors, alpha)
+            if errors is not None
+            else accuracy_drop(self.baseline, num_correct, len(pairs), alpha)
         )
-        record["worse_by"] = worse
-        text = f"live {metric} {value:.4f} vs holdout {self.baseline:.4f} on {len(pairs)} labelled rows"
-        if worse <= drop:
-            record["verdict"] = "ok"
-            self.state.last_performance = record
-            return text + f": within monitoring.performance_drop {drop}"
+        record.update(worse_by=test.worse_by, p_value=test.p_value, lower_bound=test.lower_bound)
+        text = (
+            f"live {metric} {value:.4f} vs holdout {self.baseline.value:.4f} "
+            f"({self.baseline.num_rows or '?'} rows) on {len(pairs)} labelled rows: "
+            f"worse by {test.worse_by:.4f}, p = {test.p_value:.2g}"
+        )
+        degraded = test.worse_by > drop and test.p_value <= alpha
+        record["verdict"] = "degraded" if degraded else "ok"
+        self._log_performance(record)
+        if not degraded:
+            why = (
+                f"within monitoring.performance_drop {drop}"
+                if test.worse_by <= drop
+                else f"not significant (monitoring.performance_p_value {alpha})"
+            )
+            return text + f": {why}" + self._withdraw(TRIGGER_PERFORMANCE, "the live metric recovered")
         held = self._busy() or self.policy.cooling(now_s)
-        record["verdict"] = "degraded"
-        self.state.last_performance = record
         if held:
             return text + f": degraded, but {held}"
-        self.policy.last_retrain_s, self.policy.streak = now_s, 0
-        reason = f"{text}: worse by {worse:.4f} > monitoring.performance_drop {drop}"
-        return text + "; " + self._trigger(reason, now_s)
+        self.policy.streak = 0
+        reason = f"{text} > monitoring.performance_drop {drop} at p <= {alpha}"
+        return text + ": degraded; " + self._trigger(reason, now_s, TRIGGER_PERFORMANCE)
+
+    def _log_performance(self, record: dict[str, Any]) -> None:
+        """Keep the judgement in the state and as a line of windows.jsonl (the report reads both)."""
+        self.state.last_performance = record
+        with open(self.windows_path, "a") as f:
+            f.write(json.dumps({"kind": "performance", **record}, sort_keys=True, default=str) + "\n")
 
     # ------------------------------------------------------------------ retrain jobs
 
@@ -486,7 +531,7 @@ class Monitor:
             detail = str(result.get("detail", message)) if result is not None else message
             self._finish(job, "failed", f"job {status}: {detail}")
         # the cooldown runs from the job's end too: a retrain's effect needs fresh windows to judge
-        self.policy.last_retrain_s = now_s
+        self.policy.started(now_s)
         return [f"job {job.submission_id}: {status}, outcome {job.outcome}: {job.detail}"]
 
     def _finish(self, job: JobRecord, outcome: str, detail: str) -> None:
@@ -513,16 +558,23 @@ class Monitor:
             self.jobs.submit(job.submission_id, self.entrypoint(job), self.job_env())
         except JobExistsError:
             pass  # submitted before a restart: follow that one
-        except Exception as e:
-            if job.attempts >= self.retraining.submit_max_attempts:
+        except Exception as e:  # the Jobs API is down, starting, or has no agent yet: all transient
+            job.last_error = f"{type(e).__name__}: {e}"
+            limit = self.retraining.submit_max_attempts
+            if limit is not None and job.attempts >= limit:
+                # no cooldown: the drift behind it is still unanswered and may trigger again
                 self._finish(
-                    job, "failed", f"not submitted after {job.attempts} attempts: {type(e).__name__}: {e}"
+                    job, "not_submitted", f"not submitted after {job.attempts} attempts: {job.last_error}"
                 )
                 return [f"job {job.submission_id}: {job.detail}"]
-            wait_s = self.retraining.submit_backoff_s * 2 ** (job.attempts - 1)
+            wait_s = min(
+                self.retraining.submit_backoff_s * 2 ** (job.attempts - 1),
+                self.retraining.submit_backoff_max_s,
+            )
             job.next_attempt_s = now_s + wait_s
             return [f"job {job.submission_id}: submission failed ({e}); retrying in {wait_s:.0f} s"]
-        job.stage = JOB_SUBMITTED
+        job.stage, job.last_error = JOB_SUBMITTED, ""
+        self.policy.started(now_s)
         return [f"job {job.submission_id}: submitted"]
 
     def entrypoint(self, job: JobRecord) -> str:
@@ -550,7 +602,10 @@ class Monitor:
     def job_env(self) -> dict[str, str]:
         from raymlops.config import ENV_HOME
 
-        return {ENV_HOME: str(self.config.home_path), "MLFLOW_TRACKING_URI": self.config.mlflow_tracking_uri}
+        env = {ENV_HOME: str(self.config.home_path), "MLFLOW_TRACKING_URI": self.config.mlflow_tracking_uri}
+        if self.cluster_address:
+            env[ENV_JOB_RAY_ADDRESS] = self.cluster_address
+        return env
 
     def _read_result(self, sub_id: str) -> dict[str, Any] | None:
         path = job_result_path(self.config, sub_id)
@@ -584,13 +639,16 @@ class Monitor:
             body["num_labelled_waiting"] = len(self.state.labelled)
             body["num_unmatched_labels"] = len(self._unmatched)
             body["outcomes"] = self.state.outcomes()
-            body["baseline"] = {live_metric_name(self.config): self.baseline}
+            body["baseline"] = {
+                live_metric_name(self.config): self.baseline.value if self.baseline else None,
+                "num_rows": self.baseline.num_rows if self.baseline else None,
+            }
             body["window_size"] = self.monitoring.window_size
             body["cooldown_left_s"] = self.policy.cooldown_left_s(self.clock())
             return body
 
 
-def version_reference(config: ProjectConfig, version: int) -> tuple[Reference, float | None]:
+def version_reference(config: ProjectConfig, version: int) -> tuple[Reference, Baseline | None]:
     """A version's reference (its bundle's profile) and its holdout metric (None if never gated)."""
     from raymlops import registry
 
@@ -598,7 +656,11 @@ def version_reference(config: ProjectConfig, version: int) -> tuple[Reference, f
     profile = registry.load_profile(config, ref)
     schema = config.data.schema
     reference = Reference(profile, config.monitoring, schema.feature_names, label=schema.label.name)
-    return reference, registry.holdout_metric(config, ref, live_metric_name(config))
+    value = registry.holdout_metric(config, ref, live_metric_name(config))
+    if value is None:
+        return reference, None
+    num_rows = registry.holdout_metric(config, ref, "num_rows")
+    return reference, Baseline(value, int(num_rows) if num_rows is not None else None)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

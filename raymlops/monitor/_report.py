@@ -299,9 +299,14 @@ class DriftPolicy:
         held = busy or self.cooling(now_s)
         if held:
             return Decision(False, f"drifted, but {held}", self.streak)
-        self.last_retrain_s = now_s
+        # the cooldown starts when a job is submitted (``started``), not here: a trigger
+        # whose job never reached the Jobs API must not silence the drift behind it
         streak, self.streak = self.streak, 0
         return Decision(True, f"{streak} drifted windows in a row: {report.reason}", streak)
+
+    def started(self, now_s: float) -> None:
+        """A retrain job was submitted (or ended): the cooldown runs from now."""
+        self.last_retrain_s = now_s
 
     def cooling(self, now_s: float) -> str | None:
         """Why a trigger must wait for the cooldown, or None when it need not."""

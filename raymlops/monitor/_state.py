@@ -21,7 +21,10 @@ JOB_PENDING = "pending"  # triggered, not yet accepted by the Jobs API
 JOB_SUBMITTED = "submitted"  # accepted; followed until it ends
 JOB_DONE = "done"  # ended; ``outcome`` says how
 
-OUTCOMES = ("promoted", "rejected", "skipped", "failed")
+# not_submitted: the Jobs API never took the job (submit_max_attempts); withdrawn: the drift
+# behind a trigger was gone before the job could be submitted. Neither starts the cooldown.
+OUTCOMES = ("promoted", "rejected", "skipped", "failed", "not_submitted", "withdrawn")
+TRIGGER_DRIFT, TRIGGER_PERFORMANCE, TRIGGER_REQUESTED = "drift", "performance", "requested"
 
 
 @dataclasses.dataclass
@@ -32,10 +35,12 @@ class JobRecord:
     reason: str
     triggered_at: str  # ISO 8601
     stage: str = JOB_PENDING
+    kind: str = TRIGGER_REQUESTED  # drift | performance | requested: what may withdraw it
     attempts: int = 0
     next_attempt_s: float = 0.0
+    last_error: str = ""  # why the last submission failed (shown while the job is pending)
     status: str | None = None  # the Jobs API's status once submitted
-    outcome: str | None = None  # promoted | rejected | skipped | failed
+    outcome: str | None = None  # one of OUTCOMES
     detail: str = ""
     model_version: int | None = None  # the version the job trained
     labels_through_us: int | None = None  # the newest label the job trained on
@@ -59,7 +64,9 @@ class MonitorState:
     jobs: list[JobRecord] = dataclasses.field(default_factory=list)
     outcome_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     feedback_cursor_us: int = 0  # feedback rows with ts above this are not read yet
-    labelled: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (prediction, label)
+    # (prediction, label) of the champion's last performance_window_size labelled rows
+    labelled: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)
+    num_new_labelled: int = 0  # labelled rows since the live metric was last judged
     num_labelled: int = 0
     num_performance_windows: int = 0
     last_report: dict[str, Any] | None = None

@@ -48,6 +48,8 @@ def test_a_half_std_shift_on_two_features_triggers_within_consecutive_windows(pr
         assert set(report.drifted_features) == set(shift)
         decisions.append(policy.observe(report, now_s=10.0 * i))
     assert [d.retrain for d in decisions] == [False, True]
+    assert policy.cooldown_left_s(15.0) == 0  # a trigger alone starts no cooldown: its job may never go out
+    policy.started(10.0)  # the monitor submitted the job
     # the cooldown holds the next trigger back
     more = [
         policy.observe(

@@ -19,6 +19,7 @@ from raymlops.data._demo import NUMERIC, generate
 from raymlops.data._profile import build_profile
 from raymlops.monitor import Monitor, MonitorState, Reference, job_result_path, submission_id
 from raymlops.monitor._monitor import JobExistsError
+from raymlops.monitor._performance import Baseline
 from raymlops.serve._log import Prediction, feedback_schema, inference_log_schema, prediction_table
 
 CATEGORICAL = tuple(DEMO_CATEGORICAL)
@@ -74,10 +75,15 @@ def config(make_config):
     )
 
 
-def _monitor(config, profile, clock, jobs=None, baseline=0.8):
+def _monitor(config, profile, clock, jobs=None, baseline=0.8, cluster_address=None):
     reference = Reference(profile, config.monitoring, FEATURES, label="churned")
     monitor = Monitor(
-        config, jobs=jobs, clock=clock, champion=lambda: 1, load_reference=lambda _v: (reference, baseline)
+        config,
+        jobs=jobs,
+        clock=clock,
+        champion=lambda: 1,
+        load_reference=lambda _v: (reference, Baseline(baseline, 500)),
+        cluster_address=cluster_address,
     )
     monitor.restore()
     return monitor
@@ -164,9 +170,9 @@ def test_a_trigger_survives_a_crash_before_submission_and_is_not_submitted_twice
     assert restarted.state.jobs[0].stage == "submitted"
 
 
-def test_failed_submissions_back_off_then_give_up(config, profile):
+def test_failed_submissions_back_off_then_give_up_without_starting_the_cooldown(config, profile):
     clock, jobs = Clock(), FakeJobs(failures=5)
-    monitor = _monitor(config, profile, clock, jobs=jobs)
+    monitor = _monitor(config, profile, clock, jobs=jobs)  # submit_max_attempts: 3
     monitor.ingest(_batch(config, 120, seed=6, prefix="f", shift=SHIFT))
     events = monitor.check()
     job = monitor.state.jobs[0]
@@ -177,10 +183,71 @@ def test_failed_submissions_back_off_then_give_up(config, profile):
     clock.now_s += 1.5
     monitor.check()
     assert job.attempts == 2 and job.next_attempt_s == clock.now_s + 4
+    assert "dashboard unreachable" in job.last_error
     clock.now_s += 4
     monitor.check()
-    assert job.outcome == "failed" and "not submitted after 3 attempts" in job.detail
-    assert monitor.state.outcomes()["failed"] == 1
+    assert job.outcome == "not_submitted" and "not submitted after 3 attempts" in job.detail
+    assert monitor.state.outcomes()["not_submitted"] == 1
+    # the job never ran: no cooldown, so the drift that persists triggers again at once
+    assert monitor.status()["cooldown_left_s"] == 0
+    monitor.ingest(_batch(config, 120, seed=61, prefix="f2", shift=SHIFT))
+    monitor.check()
+    assert monitor.state.num_triggers == 2 and monitor.state.active_job is not None
+
+
+def test_a_refusing_jobs_api_is_retried_until_it_answers_then_one_job_and_the_cooldown(make_config, profile):
+    config = make_config(
+        monitoring={"window_size": 300, "min_window_size": 100, "consecutive_windows": 2, "drift_share": 0.2},
+        retraining={"cooldown_s": 1000, "submit_backoff_s": 2, "submit_backoff_max_s": 8},
+    )
+    assert config.retraining.submit_max_attempts is None  # the default: no retry budget
+    clock, jobs = Clock(), FakeJobs(failures=30)
+    monitor = _monitor(config, profile, clock, jobs=jobs)
+    monitor.ingest(_batch(config, 120, seed=6, prefix="r", shift=SHIFT))
+    monitor.check()
+    waits = []
+    for _ in range(29):  # ~4 minutes of refusals, far past the old budget of 5 attempts
+        job = monitor.state.active_job
+        waits.append(job.next_attempt_s - clock.now_s)
+        clock.now_s = job.next_attempt_s
+        monitor.check()
+    job = monitor.state.active_job
+    assert job is not None and job.stage == "pending" and job.attempts == 30
+    assert waits[:4] == [2, 4, 8, 8] and max(waits) == 8  # doubling, capped
+    assert monitor.status()["cooldown_left_s"] == 0 and jobs.submitted == []
+    clock.now_s = job.next_attempt_s
+    events = monitor.check()  # the API answers
+    assert jobs.submitted == [job.submission_id] and job.stage == "submitted", events
+    assert monitor.status()["cooldown_left_s"] == 1000  # from the submission
+    for _ in range(3):
+        clock.now_s += 5
+        monitor.check()
+    assert jobs.submitted == [job.submission_id] and monitor.state.num_triggers == 1
+
+
+def test_a_drift_trigger_not_yet_submitted_is_withdrawn_when_the_drift_is_gone(config, profile):
+    clock, jobs = Clock(), FakeJobs(failures=2)
+    monitor = _monitor(config, profile, clock, jobs=jobs)
+    monitor.ingest(_batch(config, 120, seed=6, prefix="w", shift=SHIFT))
+    monitor.check()
+    job = monitor.state.active_job
+    assert job is not None and job.kind == "drift" and job.attempts == 1
+    monitor.ingest(_batch(config, 60, seed=62, prefix="w2"))  # a stationary window
+    events = monitor.check()
+    assert job.outcome == "withdrawn" and any("withdrawn" in e for e in events), events
+    assert jobs.submitted == [] and monitor.status()["cooldown_left_s"] == 0
+
+
+def test_every_retrain_job_carries_the_cluster_address(config, profile):
+    jobs = FakeJobs()
+    monitor = _monitor(config, profile, Clock(), jobs=jobs, cluster_address="127.0.0.1:61234")
+    assert monitor.job_env()["RAYMLOPS_RAY_ADDRESS"] == "127.0.0.1:61234"
+
+
+def test_the_job_address_wins_over_ray_address(config, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6479")  # another `ray start` cluster on the machine
+    monkeypatch.setenv("RAYMLOPS_RAY_ADDRESS", "127.0.0.1:61234")
+    assert config.ray_address == "127.0.0.1:61234"
 
 
 def test_one_job_at_a_time_then_the_outcome_and_the_cooldown(config, profile):

@@ -1,0 +1,127 @@
+"""The live-metric trigger on a small real dataset: never on noise, still on a real drop.
+
+scikit-learn's handwritten digits (1,797 rows, 10 classes) ship inside the
+package. A logistic regression is fitted on 900 rows; 300 rows are the gate's
+holdout; the other 597 are production. The monitor's own performance path
+(``Monitor._performance``, the last ``performance_window_size`` labelled rows
+every ``performance_step`` new ones) judges the labelled production rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from raymlops.monitor import Monitor
+from raymlops.monitor._performance import Baseline, accuracy_drop, rmse_rise
+
+pytestmark = pytest.mark.reliability  # no Ray: the monitor's logic on real data, with its figures
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    model = LogisticRegression(max_iter=2000).fit(x[:900], y[:900])
+    holdout = model.predict(x[900:1200]) == y[900:1200]
+    return model.predict(x[1200:]), y[1200:], Baseline(float(holdout.mean()), len(holdout))
+
+
+def _monitor(make_config, baseline: Baseline) -> Monitor:
+    config = make_config(monitoring={"performance_drop": 0.05})  # the defaults: 200 rows, every 50
+    monitor = Monitor(config, champion=lambda: 1, load_reference=lambda _v: (None, baseline))
+    monitor.restore()
+    monitor.baseline, monitor.state.champion_version = baseline, 1
+    return monitor
+
+
+def _feed(monitor: Monitor, predicted, actual, now_s: float) -> list[str]:
+    monitor.state.labelled.extend(zip(predicted.tolist(), actual.tolist(), strict=True))
+    monitor.state.num_labelled += len(actual)
+    monitor.state.num_new_labelled += len(actual)
+    return monitor._performance(now_s)
+
+
+def _judged(monitor: Monitor) -> list[dict]:
+    lines = monitor.windows_path.read_text().splitlines()
+    return [w for w in map(json.loads, lines) if w["kind"] == "performance"]
+
+
+def test_two_hundred_stationary_windows_of_fifty_labels_never_trigger(make_config, digits, figures):
+    predicted, actual, baseline = digits
+    monitor = _monitor(make_config, baseline)
+    rng = np.random.default_rng(1)
+    bare_drops = 0
+    for i in range(203):  # the first three fill the 200-row window; then 200 judgements
+        rows = rng.integers(0, len(actual), 50)  # production traffic: the same distribution
+        _feed(monitor, predicted[rows], actual[rows], 1_800_000_000.0 + i)
+        bare_drops += baseline.value - (predicted[rows] == actual[rows]).mean() > 0.05
+    judged = _judged(monitor)
+    assert len(judged) == 200 and all(w["num_rows"] == 200 for w in judged)
+    assert [w for w in judged if w["verdict"] != "ok"] == []
+    assert monitor.state.num_triggers == 0
+    # the bare subtraction of old on each 50-row window would have fired on this same traffic
+    assert bare_drops > 0
+    worst = max(judged, key=lambda w: w["worse_by"])
+    figures.update(
+        holdout_accuracy=round(baseline.value, 4),
+        holdout_rows=baseline.num_rows,
+        judgements=len(judged),
+        triggers=monitor.state.num_triggers,
+        bare_subtraction_triggers_on_50_rows=bare_drops,
+        largest_chance_drop=round(worst["worse_by"], 4),
+        its_p_value=worst["p_value"],
+    )
+
+
+def test_a_real_ten_point_drop_on_two_hundred_labels_is_caught(make_config, digits):
+    predicted, actual, baseline = digits
+    monitor = _monitor(make_config, baseline)
+    rows = np.random.default_rng(2).choice(len(actual), 200, replace=False)
+    labels = actual[rows].copy()
+    # a concept shift: some digits now mean another (their labels change); the model is unchanged
+    correct = np.flatnonzero(predicted[rows] == labels)
+    target_wrong = round(200 * (1 - (baseline.value - 0.10)))
+    flip = correct[: target_wrong - int((predicted[rows] != labels).sum())]
+    labels[flip] = (labels[flip] + 1) % 10
+    live = float((predicted[rows] == labels).mean())
+    assert live == pytest.approx(baseline.value - 0.10, abs=0.005)
+    events = _feed(monitor, predicted[rows], labels, 1_800_000_000.0)
+    (judged,) = _judged(monitor)
+    assert judged["verdict"] == "degraded" and judged["p_value"] <= 0.001, events
+    assert monitor.state.num_triggers == 1 and monitor.state.jobs[0].kind == "performance"
+    assert "p = " in monitor.state.jobs[0].reason
+
+
+def test_the_false_trigger_from_the_field_is_not_significant():
+    # 50 live labels at 0.92 against a 56-row holdout at 0.9821: worse by 0.062, but noise
+    test = accuracy_drop(Baseline(0.9821, 56), 46, 50, 0.001)
+    assert test.worse_by == pytest.approx(0.0621) and test.p_value > 0.05
+
+
+def test_the_accuracy_p_value_is_where_the_newcombe_bound_reaches_zero():
+    baseline = Baseline(0.95, 300)
+    test = accuracy_drop(baseline, 170, 200, 0.001)  # 0.85 live
+    assert 0 < test.p_value < 0.001 and test.lower_bound > 0
+    at_its_level = accuracy_drop(baseline, 170, 200, test.p_value)
+    assert at_its_level.lower_bound == pytest.approx(0.0, abs=1e-6)
+    # the same drop on fewer rows is less certain; a better live metric is no drop at all
+    assert accuracy_drop(baseline, 17, 20, 0.001).p_value > test.p_value
+    assert accuracy_drop(baseline, 196, 200, 0.001).p_value == 1.0
+
+
+def test_the_rmse_rise_matches_a_two_sample_normal_test():
+    rng = np.random.default_rng(3)
+    squared = rng.normal(0, 1.3, 400) ** 2
+    baseline = Baseline(1.0, 400)
+    test = rmse_rise(baseline, squared, 0.001)
+    se = np.std(squared, ddof=1) * np.sqrt(1 / 400 + 1 / 400)
+    assert test.p_value == pytest.approx(stats.norm.sf((squared.mean() - 1.0) / se))
+    assert test.worse_by == pytest.approx(np.sqrt(squared.mean()) - 1.0)
