@@ -28,7 +28,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ENV_HOME, ProjectConfig
 from raymlops.errors import RuntimeStartError, StorageError
@@ -149,19 +149,20 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
         dashboard_port = free_port_or_next(rt.dashboard_host, rt.dashboard_port)
         metrics_port = free_port_or_next("127.0.0.1", rt.metrics_export_port)
         try:
-            ray.init(
-                num_cpus=rt.num_cpus,
-                include_dashboard=True,
-                dashboard_host=rt.dashboard_host,
-                dashboard_port=dashboard_port,
-                object_store_memory=(rt.object_store_memory_mb or 0) * 1024 * 1024 or None,
-                namespace=namespace,
-                runtime_env={"env_vars": env_vars},
-                log_to_driver=log_to_driver,
-                logging_level=logging.WARNING,
-                logging_config=_worker_logging(),
-                _metrics_export_port=metrics_port,
-            )
+            with _agent_on_a_free_port():
+                ray.init(
+                    num_cpus=rt.num_cpus,
+                    include_dashboard=True,
+                    dashboard_host=rt.dashboard_host,
+                    dashboard_port=dashboard_port,
+                    object_store_memory=(rt.object_store_memory_mb or 0) * 1024 * 1024 or None,
+                    namespace=namespace,
+                    runtime_env={"env_vars": env_vars},
+                    log_to_driver=log_to_driver,
+                    logging_level=logging.WARNING,
+                    logging_config=_worker_logging(),
+                    _metrics_export_port=metrics_port,
+                )
         except Exception as e:  # Ray raises many types on a failed start
             raise RuntimeStartError(
                 f"cannot start an embedded Ray head ({type(e).__name__}: {e}). Another Ray "
@@ -249,6 +250,33 @@ def session(config: ProjectConfig, *, log_to_driver: bool = True) -> Iterator[Ru
         yield rt
     finally:
         rt.stop()
+
+
+@contextlib.contextmanager
+def _agent_on_a_free_port() -> Iterator[None]:
+    """Start the embedded head's dashboard agent on a port the OS picks, instead of Ray's fixed 52365.
+
+    ``ray.init`` has no argument for the agent's port, and with another Ray on
+    the machine holding 52365 the agent starts without its HTTP server: the
+    Jobs API then answers every submission with "No available agent", forever,
+    and no retrain job can run. Ray's agent supports port 0 (it records the
+    port it bound); ``ray start --dashboard-agent-listen-port`` is the public
+    form of the same setting, which ``ray.init`` reads from ``RayParams``.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams
+
+    class _Params(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", 0)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = _Params  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]
 
 
 def _worker_logging() -> ray.LoggingConfig:

@@ -87,6 +87,14 @@ def ray_head() -> Iterator[str]:
     yield from running_head()
 
 
+@pytest.fixture(scope="session")
+def other_ray() -> Iterator[str]:
+    """Another Ray cluster on this machine (a plain `ray start --head`), as on many laptops; its GCS address."""
+    from tests.helpers.head import foreign_head
+
+    yield from foreign_head()
+
+
 TRAINING = {"num_workers": 1, "epochs": 3, "cpus_per_worker": 0.5}
 
 

@@ -36,7 +36,9 @@ def _run(
     )
 
 
-def test_demo_closes_the_loop_and_exits_0(tmp_path):
+def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray):
+    # another `ray start --head` runs on the machine: its gcs_server is one Ray's job supervisor
+    # may pick for the retrain job, and its agent may hold Ray's fixed agent port
     raw = yaml.safe_load(packaged_demo_config().read_text())
     raw["training"].update(epochs=5, learning_rate=0.01)
     raw["tuning"].update(num_samples=2, max_concurrent_trials=2)

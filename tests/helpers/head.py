@@ -70,6 +70,40 @@ def running_head() -> Iterator[str]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def foreign_head() -> Iterator[str]:
+    """Another Ray on the same machine, as a user starts one: `ray start --head` with Ray's default ports.
+
+    Its dashboard agent holds Ray's fixed agent port (52365) when that port is
+    free, and its GCS is one more `gcs_server` that Ray's address lookup finds.
+    Yields its GCS address; stopped by its process ids.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="rmo-other-", dir="/tmp"))
+    gcs_port = free_port()
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--num-cpus=2",
+            f"--port={gcs_port}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{gcs_port}"
+    finally:
+        stop_by_marker(str(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def stop_by_marker(marker: str) -> None:
     """Stop only the processes of this head (their command lines name its temp dir)."""
     mine = []
