@@ -89,7 +89,7 @@ def ray_head() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def other_ray() -> Iterator[str]:
-    """Another Ray cluster on this machine (a plain `ray start --head`), as on many laptops; its GCS address."""
+    """Another Ray on this machine (a plain `ray start --head`), as on many laptops; its GCS address."""
     from tests.helpers.head import foreign_head
 
     yield from foreign_head()

@@ -77,10 +77,11 @@ except OSError:
 cfg = parse_config(json.loads(sys.argv[1]))
 with runtime.session(cfg, log_to_driver=False) as rt:
     jobs = RayJobs(rt.dashboard_url)
+    schema = "{'features': [{'name': 'a', 'kind': 'numeric'}], 'label': {'name': 'y'}}"
     entrypoint = (
         "python -c \\"import os; from raymlops.config import parse_config; "
-        "print('JOB', os.environ.get('RAY_ADDRESS'), parse_config({'name': 'x', 'data': "
-        "{'schema': {'features': [{'name': 'a', 'kind': 'numeric'}], 'label': {'name': 'y'}}}}).ray_address)\\""
+        "print('JOB', os.environ.get('RAY_ADDRESS'), "
+        f"parse_config({{'name': 'x', 'data': {{'schema': {schema}}}}}).ray_address)\\""
     )
     deadline = time.monotonic() + 120
     while True:
