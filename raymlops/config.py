@@ -387,6 +387,9 @@ class ServingConfig(_Section):
     max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
     unknown_category: Literal["reject", "allow"] = "reject"
     ingress: Literal["haproxy", "python"] = "haproxy"  # Ray Serve's HTTP ingress on an embedded Ray
+    # HAProxy's stats page and Prometheus frontend, bound on `host` (the next free port when taken)
+    haproxy_stats_port: Annotated[int, Field(ge=1, le=65535)] = 8404
+    haproxy_metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9101
     # how long a stopping replica stays reachable behind HAProxy (Ray's 30 s suits cloud load balancers;
     # on one node HAProxy deregisters it at once and retries refused connections elsewhere)
     drain_period_s: Annotated[float, Field(ge=0)] = 5.0

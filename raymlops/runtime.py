@@ -157,7 +157,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
                     dashboard_port=dashboard_port,
                     object_store_memory=(rt.object_store_memory_mb or 0) * 1024 * 1024 or None,
                     namespace=namespace,
-                    runtime_env={"env_vars": env_vars},
+                    runtime_env=_job_runtime_env(config, env_vars),
                     log_to_driver=log_to_driver,
                     logging_level=logging.WARNING,
                     logging_config=_worker_logging(),
@@ -231,7 +231,18 @@ def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
     digest = hashlib.sha256(str(config.home_path).encode()).hexdigest()[:10]
     folder = Path(tempfile.gettempdir()) / f"rmh-{digest}"  # HAProxy allows 97 characters
     folder.mkdir(parents=True, exist_ok=True)
+    from raymlops._internal.ingress import ENV_HOST
+
+    serving = config.serving
+    stats_port = free_port_or_next(serving.host, serving.haproxy_stats_port, key="serving.haproxy_stats_port")
+    metrics_port = free_port_or_next(
+        serving.host, serving.haproxy_metrics_port, key="serving.haproxy_metrics_port", taken={stats_port}
+    )
     return {
+        # internal ports: a taken one is safely replaced by the next free one
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        ENV_HOST: serving.host,  # read by the workers' setup hook (raymlops._internal.ingress)
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
@@ -250,6 +261,14 @@ def session(config: ProjectConfig, *, log_to_driver: bool = True) -> Iterator[Ru
         yield rt
     finally:
         rt.stop()
+
+
+def _job_runtime_env(config: ProjectConfig, env_vars: dict[str, str]) -> dict[str, Any]:
+    """The embedded head's job runtime env; with HAProxy, the hook that binds its ports on serving.host."""
+    body: dict[str, Any] = {"env_vars": env_vars}
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        body["worker_process_setup_hook"] = "raymlops._internal.ingress.install"
+    return body
 
 
 @contextlib.contextmanager
@@ -299,19 +318,31 @@ def dashboard_url() -> str | None:
     return url if url.startswith("http") else f"http://{url}"
 
 
-def free_port_or_next(host: str, port: int, attempts: int = 20) -> int:
+def free_port_or_next(
+    host: str, port: int, attempts: int = 20, *, key: str | None = None, taken: set[int] | None = None
+) -> int:
     """Return ``port`` if it is free, else the next free one, so a second project still starts."""
     for candidate in range(port, port + attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, candidate))
-            except OSError:
-                continue
+        if candidate in (taken or set()):
+            continue
+        if port_is_free(host, candidate):
             return candidate
+    keys = key or "runtime.dashboard_port / runtime.metrics_export_port"
     raise RuntimeStartError(
-        f"ports {port}-{port + attempts - 1} on {host} are all in use. Stop the other Ray "
-        "(`ray stop`) or set runtime.dashboard_port / runtime.metrics_export_port."
+        f"ports {port}-{port + attempts - 1} on {host} are all in use. Stop what holds them "
+        f"or set {keys} to a free range."
     )
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a TCP port can be bound on ``host`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _configure_ray_data() -> None:

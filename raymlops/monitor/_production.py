@@ -54,11 +54,12 @@ def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) 
     through = int(pc.max(pc.cast(labels.column(TS), pa.int64())).as_py())
     labels = _one_per_key(labels.sort_by(TS), "max")  # the latest label of each record
     labels = labels.drop_columns([TS]).rename_columns([REQUEST_ID, RECORD_INDEX, label_name])
-    # the time column is not part of a request: a production row's time is when it was answered
     logged_columns = [c for c in target.names if c not in (label_name, schema.time_column)]
+    time_column = schema.time_column or ""
+    time_logged = bool(time_column) and _has_column(config.inference_log_uri, time_column)
     logged = read_delta(
         config.inference_log_uri,
-        [REQUEST_ID, RECORD_INDEX, TS, *logged_columns],
+        [REQUEST_ID, RECORD_INDEX, TS, *logged_columns, *([time_column] if time_logged else [])],
         pads.field(REQUEST_ID).isin(labels.column(REQUEST_ID).unique()),
     )
     if logged is None or logged.num_rows == 0:
@@ -66,9 +67,26 @@ def labelled_rows(config: ProjectConfig, *, labels_after_us: int | None = None) 
     logged = _one_per_key(logged, "min")  # the log is de-duplicated; this guards older logs
     joined = logged.join(labels, [REQUEST_ID, RECORD_INDEX], join_type="inner")
     if schema.time_column:
-        joined = joined.append_column(schema.time_column, joined.column(TS))
+        # the request's own time where it sent one, else when the endpoint answered it
+        answered = joined.column(TS)
+        given = joined.column(time_column).cast(answered.type) if time_logged else None
+        time = pc.coalesce(given, answered) if given is not None else answered
+        if time_logged:
+            joined = joined.drop_columns([time_column])
+        joined = joined.append_column(schema.time_column, time)
     table = joined.select(target.names).cast(target)
     return LabelledRows(table, through, labels.num_rows)
+
+
+def _has_column(uri: str, name: str) -> bool:
+    """Whether a Delta table's schema has a column (an older inference log may not)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return name in [field.name for field in DeltaTable(uri).schema().fields]
+    except TableNotFoundError:
+        return False
 
 
 def _one_per_key(table: pa.Table, pick: str) -> pa.Table:

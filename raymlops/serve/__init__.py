@@ -92,6 +92,7 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
 
     say = progress or (lambda _m: None)
     serving = config.serving
+    _check_port_free(config)
     serve.start(
         http_options={"host": serving.host, "port": serving.port},
         # the controller and proxies log every config change at INFO; keep the terminal for warnings
@@ -103,6 +104,30 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
     _wait_ready(endpoint.url, ENDPOINT_READY_TIMEOUT_S)
     say(f"endpoint {endpoint.url} ready in {time.perf_counter() - started:.1f} s")
     return endpoint
+
+
+def _check_port_free(config: ProjectConfig) -> None:
+    """Refuse at once when another process holds ``serving.port`` (Serve's proxy would crash on it).
+
+    Skipped when Serve already runs on this cluster: then its own proxy holds the port.
+    """
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    from raymlops.errors import RuntimeStartError
+    from raymlops.runtime import port_is_free
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return
+    except ValueError:
+        pass
+    serving = config.serving
+    if not port_is_free(serving.host, serving.port):
+        raise RuntimeStartError(
+            f"port {serving.port} on {serving.host} (serving.port) is in use by another process, "
+            "perhaps another endpoint. Set serving.port to a free port, or stop what holds it."
+        )
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:

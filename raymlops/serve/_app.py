@@ -17,6 +17,8 @@ background thread flushes to Delta, off the request path.
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
 # (a string annotation "Request" inside the Serve ingress class is taken for a query parameter).
 
+import asyncio
+import collections
 import dataclasses
 import gc
 import hashlib
@@ -53,6 +55,7 @@ from raymlops.serve._log import (
     feedback_table,
     inference_log_schema,
     journal_form,
+    logged_recently,
     monitor_sink,
     now_us,
     prediction_table,
@@ -150,11 +153,16 @@ class Server:
         self.columns = list(schema.feature_names) + [c.name for c in schema.metadata_columns]
         if schema.id_column:
             self.columns.append(schema.id_column)
+        if schema.time_column:  # logged beside the prediction; the predictor reads only the features
+            self.columns.append(schema.time_column)
         self.request_model = request_model(schema, unknown_category=self.serving.unknown_category)
         self.feedback_model = feedback_model(schema)
         self.token_digest = _token_digest(config, token_sha256)
         self.state = _State(registry.Rollout(config.name, None, None, 0.0, False), None, None)
         self._cache: dict[int, _Loaded] = {}
+        # the ids this replica answered lately, and the key that marks ids this endpoint issued
+        self._answered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._id_key = hashlib.sha256(f"{config.name}|{config.inference_log_uri}".encode()).digest()[:16]
         self._stop = threading.Event()
         self.num_batches = 0
         self.num_batched_requests = 0
@@ -338,7 +346,9 @@ class Server:
                 headers={"Retry-After": str(int(self.serving.watch_interval_s) + 1)},
             )
         # the body's id first: Ray Serve's proxy puts its own x-request-id on every request
-        request_id = raw.get("request_id") or request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = raw.get("request_id") or self._issue_id(
+            request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        )
         canary = (
             state.challenger is not None
             and not state.rollout.shadow
@@ -352,6 +362,9 @@ class Server:
         if not answer.route:  # the champion went away while the request waited for its batch
             return _json(503, {"error": "no model loaded", "detail": "the model changed; retry"})
         body = self._body(request_id, answer)
+        self._answered[request_id] = None
+        if len(self._answered) > _MAX_ANSWERED_IDS:
+            self._answered.popitem(last=False)
         self._metrics.observe(answer, len(raw["records"]), (time.perf_counter() - start) * 1000)
         return _json(200, body, headers={"x-request-id": request_id})
 
@@ -494,8 +507,53 @@ class Server:
                 413, "too_large", "labels", f"at most {self.serving.max_rows_per_request} labels"
             )
         request_id: str = parsed.request_id  # type: ignore[attr-defined]
+        status = await self._prediction_status(request_id)
+        if status == "unknown":
+            self._metrics.rejected.inc(tags={"reason": "unknown_request_id"})
+            horizon_s = self.config.monitoring.dedup_horizon_s
+            return _json(
+                404,
+                {
+                    "request_id": request_id,
+                    "status": "unknown",
+                    "num_labels": 0,
+                    "error": f"request_id: this endpoint made no prediction with this id in the last "
+                    f"{horizon_s:g} s (monitoring.dedup_horizon_s); the labels were not stored. Send the "
+                    "request_id a /predict answer returned.",
+                },
+            )
         self.feedback.append(Feedback(request_id, now_us(), labels))
-        return _json(200, {"request_id": request_id, "num_labels": len(labels)})
+        return _json(200, {"request_id": request_id, "status": status, "num_labels": len(labels)})
+
+    def _issue_id(self, base: str) -> str:
+        """An id for a request that brought none, marked so that any replica knows this endpoint issued it."""
+        return f"{base}.{self._id_tag(base)}"
+
+    def _id_tag(self, base: str) -> str:
+        return hashlib.blake2b(base.encode(), key=self._id_key, digest_size=4).hexdigest()
+
+    async def _prediction_status(self, request_id: str) -> str:
+        """What became of the prediction a label is for: matched, pending or unknown.
+
+        ``matched``: this replica answered it, or it is in the inference log.
+        ``pending``: this endpoint issued the id (another replica answered it) and
+        its log entry is on its way; the monitor joins the label when it lands.
+        ``unknown``: a caller's own id found neither here nor in the log, after
+        waiting one log flush for a prediction another replica just made.
+        """
+        if request_id in self._answered:
+            return "matched"
+        base, _, tag = request_id.rpartition(".")
+        if base and hmac.compare_digest(tag, self._id_tag(base)):
+            return "pending"
+        if not self.serving.inference_log:
+            return "pending"  # nothing to look in: kept, as before
+        horizon_s = self.config.monitoring.dedup_horizon_s
+        for wait_s in (0.0, self.serving.log_flush_interval_s + 0.5):
+            await asyncio.sleep(wait_s)
+            if await asyncio.to_thread(logged_recently, self.config.inference_log_uri, request_id, horizon_s):
+                return "matched"
+        return "unknown"
 
     def model_info(self) -> dict[str, Any]:
         state = self.state
@@ -536,6 +594,14 @@ class Server:
         }
 
     async def _parse(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+            return {}, self._reject(
+                415,
+                "unsupported_media_type",
+                "content-type",
+                f"{media_type!r} is not JSON; send the body as application/json",
+            )
         body = await request.body()
         if len(body) > self.serving.max_request_bytes:
             return {}, self._reject(
@@ -567,6 +633,9 @@ class Server:
         found = problems or [{"field": field or "body", "reason": detail or ""}]
         summary = "; ".join(f"{p['field']}: {p['reason']}" for p in found[:5])
         return _json(status, {"error": summary, "problems": found})
+
+
+_MAX_ANSWERED_IDS = 100_000  # ~10 MB of ids: minutes of traffic at the rates measured here
 
 
 def _tags(*keys: str) -> Any:

@@ -44,7 +44,9 @@ def inference_log_schema(config: ProjectConfig) -> pa.Schema:
     schema = config.data.schema
     label_type = pa.float64() if config.model.task == "regression" else _ARROW_TYPES[schema.label.dtype]
     columns = [
-        r for r in column_rules(schema, include_label=False) if r.role in ("feature", "metadata", "id")
+        r
+        for r in column_rules(schema, include_label=False)
+        if r.role in ("feature", "metadata", "id", "time")
     ]
     return pa.schema(
         [
@@ -144,7 +146,8 @@ class DeltaAppender:
                 write_deltalake(self.table_uri, table, mode="append", configuration=self.properties or None)
                 self._properties_checked = True
             else:
-                write_deltalake(self._table, table, mode="append")
+                # merge: a log written by an older raymlops gains the columns added since
+                write_deltalake(self._table, table, mode="append", schema_mode="merge")
         except Exception:
             self._table = None  # replaced or removed under us: open it again next time
             raise
@@ -305,11 +308,31 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
     return pa.table(columns, schema=schema)
 
 
+def logged_recently(table_uri: str, request_id: str, horizon_s: float) -> bool:
+    """Whether the inference log holds a prediction with this id from the last ``horizon_s``."""
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_uri)
+    except TableNotFoundError:
+        return False
+    since = pa.scalar(int((time.time() - horizon_s) * 1e6), pa.timestamp("us", tz="UTC"))
+    found = table.to_pyarrow_dataset().to_table(
+        columns=[REQUEST_ID], filter=(pads.field(TS) >= since) & (pads.field(REQUEST_ID) == request_id)
+    )
+    return found.num_rows > 0
+
+
 def _frame_column(frame: pd.DataFrame, name: str, arrow_type: pa.DataType) -> pa.Array | pa.ChunkedArray:
     """A frame's column in Arrow (null where the records lacked it), from its array where it can."""
     if name not in frame.columns:
         return pa.nulls(len(frame), arrow_type)
     column = frame[name]
+    if pa.types.is_timestamp(arrow_type) and not pd.api.types.is_datetime64_any_dtype(column):
+        # ISO 8601 text from requests (NaN where a record had none)
+        column = pd.to_datetime(column.astype(object), utc=True, format="ISO8601")
     try:
         return pa.Array.from_pandas(column, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError):

@@ -1,17 +1,18 @@
 """Request bodies generated from the config's schema, and 4xx bodies that name the field.
 
 The schema that validates ingested rows also validates every request: a
-record may hold the features (required unless nullable), the id column and
-the metadata columns, nothing else. Types are strict (``"42"`` is not a
-number), NaN and infinity are refused, ranges and categories come from the
+record may hold the features (required unless nullable), the id, metadata and
+time columns (logged, never given to the model), nothing else. Types are
+strict (``"42"`` is not a number), NaN and infinity are refused, ranges and categories come from the
 schema. Ray and FastAPI are not needed here, so the rules are unit-tested alone.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import datetime as dt
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from raymlops.config import ColumnSpec, FeatureSpec, SchemaConfig
 
@@ -38,12 +39,26 @@ def record_model(schema: SchemaConfig, *, unknown_category: str = "reject") -> t
         fields[column.name] = _field(column, required=False, unknown_category="allow")
     if schema.id_column:
         fields[schema.id_column] = (int | str | None, None)
+    if schema.time_column:
+        fields[schema.time_column] = (_IsoTime | None, None)
     model: type[BaseModel] = create_model("Record", __config__=_STRICT, **fields)
     return model
 
 
+def _iso_time(value: str) -> str:
+    """A timestamp as ISO 8601 text (``2026-12-06T10:00:00Z``); a naive one is taken as UTC."""
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 timestamp, e.g. 2026-12-06T10:00:00Z") from None
+    return value
+
+
+_IsoTime = Annotated[str, AfterValidator(_iso_time)]
+
+
 def _field(spec: FeatureSpec | ColumnSpec, *, required: bool, unknown_category: str) -> tuple[Any, Any]:
-    annotation: Any = _PY_TYPES[spec.dtype]
+    annotation: Any = _IsoTime if spec.dtype == "timestamp" else _PY_TYPES[spec.dtype]
     constraints: dict[str, Any] = {}
     allowed = getattr(spec, "allowed", None)
     if allowed is not None and unknown_category == "reject":
@@ -124,4 +139,4 @@ def _reason(item: dict[str, Any]) -> str:
     if kind == "string_pattern_mismatch" and item.get("ctx", {}).get("pattern") == REQUEST_ID_PATTERN:
         return "must be visible ASCII characters only, no spaces (it is echoed in the x-request-id header)"
     message: str = item["msg"]
-    return message.replace("Input should be", "must be")
+    return message.replace("Input should be", "must be").removeprefix("Value error, ")

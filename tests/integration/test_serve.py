@@ -138,6 +138,8 @@ NaN_BODY = '{"records": [{"age": NaN}]}'
         ("/feedback", {"request_id": "r1", "labels": [3]}, 422, "labels[0]"),
         ("/feedback", {"labels": [1]}, 422, "request_id"),
         ("/feedback", {"request_id": "r1", "labels": []}, 422, "labels"),
+        ("/predict", {"records": [{**GOOD, "event_time": "yesterday"}]}, 422, "records[0].event_time"),
+        ("/predict", {"records": [{**GOOD, "churned": 1}]}, 422, "records[0].churned"),
     ],
 )
 def test_bad_requests_get_4xx_naming_the_field(endpoint, path, body, status, field):
@@ -286,12 +288,32 @@ def test_shadow_answers_with_the_champion_and_records_both(endpoint):
     assert 0.0 < disagreement < 1.0  # a near-random model disagrees with a good one on some rows
 
 
-def test_feedback_is_stored_by_request_id(endpoint):
+def test_feedback_is_stored_by_request_id_and_says_what_became_of_its_prediction(endpoint):
     cfg, ep, _, _, _ = endpoint
+    # a row sent as it is in the data: with its id and time columns, which are logged, not fed to the model
+    timed = {**GOOD, "customer_id": "c-77", "event_time": "2026-12-06T10:00:00Z"}
+    predicted = requests.post(
+        f"{ep.url}/predict", json={"records": [timed, GOOD, GOOD], "request_id": "fb-1"}, timeout=30
+    )
+    assert predicted.status_code == 200, predicted.text
+    plain = requests.post(f"{ep.url}/predict", json={"records": [GOOD]}, timeout=30).json()
+    assert plain["request_id"] != "fb-1"
     response = requests.post(
         f"{ep.url}/feedback", json={"request_id": "fb-1", "labels": [1, 0, 1]}, timeout=30
     )
     assert response.status_code == 200 and response.json()["num_labels"] == 3
+    assert response.json()["status"] in ("matched", "pending")
+    # an id this endpoint issued is recognised by any replica
+    issued = requests.post(
+        f"{ep.url}/feedback", json={"request_id": plain["request_id"], "labels": [1]}, timeout=30
+    )
+    assert issued.status_code == 200 and issued.json()["status"] in ("matched", "pending"), issued.text
+    # an id the endpoint never issued is refused, and nothing is stored for it
+    unknown = requests.post(
+        f"{ep.url}/feedback", json={"request_id": "never-issued-1", "labels": [1]}, timeout=30
+    )
+    assert unknown.status_code == 404 and unknown.json()["status"] == "unknown", unknown.text
+    assert unknown.json()["num_labels"] == 0 and "request_id" in unknown.json()["error"]
 
     def stored() -> bool:
         if not DeltaTable.is_deltatable(cfg.feedback_uri):
@@ -300,6 +322,34 @@ def test_feedback_is_stored_by_request_id(endpoint):
         return frame[frame["request_id"] == "fb-1"]["label"].tolist() == [1, 0, 1]
 
     _wait_for(stored, what="the feedback rows")
+    assert "never-issued-1" not in DeltaTable(cfg.feedback_uri).to_pandas()["request_id"].tolist()
+
+    def logged_with_its_time() -> bool:
+        if not DeltaTable.is_deltatable(cfg.inference_log_uri):
+            return False
+        frame = DeltaTable(cfg.inference_log_uri).to_pandas()
+        rows = frame[frame["request_id"] == "fb-1"].sort_values("record_index")
+        return len(rows) == 3 and str(rows["event_time"].iloc[0]) == "2026-12-06 10:00:00+00:00"
+
+    _wait_for(logged_with_its_time, what="the time column in the inference log")
+
+
+def test_a_body_that_is_not_json_gets_415(endpoint):
+    _, ep, _, _, _ = endpoint
+    body = json.dumps({"records": [GOOD]})
+    for path in ("/predict", "/feedback"):
+        response = requests.post(
+            f"{ep.url}{path}", data=body, headers={"content-type": "text/plain"}, timeout=30
+        )
+        assert response.status_code == 415, response.text
+        assert response.json()["problems"][0]["field"] == "content-type"
+    json_ok = requests.post(
+        f"{ep.url}/predict",
+        data=body,
+        headers={"content-type": "application/json; charset=utf-8"},
+        timeout=30,
+    )
+    assert json_ok.status_code == 200
 
 
 def test_no_champion_gives_503_and_a_token_is_required_when_configured(endpoint, tmp_path, monkeypatch):

@@ -98,6 +98,9 @@ def _pandas_prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa
     """The earlier, pandas-based build of the table: the reference the Arrow build must equal."""
     counts = np.fromiter((len(e.records) for e in entries), dtype=np.int64, count=len(entries))
     frame = pd.DataFrame.from_records([r for e in entries for r in e.records], columns=record_columns(schema))
+    for name in record_columns(schema):  # the time column: ISO 8601 text in requests
+        if pa.types.is_timestamp(schema.field(name).type):
+            frame[name] = pd.to_datetime(frame[name].astype(object), utc=True, format="ISO8601")
     frame.insert(0, "request_id", np.repeat(np.array([e.request_id for e in entries], dtype=object), counts))
     frame.insert(1, "record_index", np.concatenate([np.arange(c, dtype=np.int32) for c in counts]))
     ts = np.repeat(np.array([e.ts_us for e in entries], dtype="datetime64[us]"), counts)
@@ -125,7 +128,9 @@ def _pandas_prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa
 def test_prediction_table_equals_the_pandas_build_it_replaced(make_config):
     schema = inference_log_schema(make_config())
     odd = dict(RECORD, income_k=math.nan, region=None, customer_id="odd-0")  # NaN and None: both null
+    timed = dict(RECORD, customer_id="timed-0", event_time="2026-12-06T10:00:00Z")
     entries = [
+        _entry("t", 1)._replace(records=[timed]),
         _entry("a", 3),
         _entry("b", 1, shadow=True),
         _entry("c", 2)._replace(probabilities=None, route="canary"),
@@ -134,7 +139,12 @@ def test_prediction_table_equals_the_pandas_build_it_replaced(make_config):
     ]
     built = prediction_table(entries, schema)
     assert built.equals(_pandas_prediction_table(entries, schema))
-    assert built.column("income_k").to_pylist()[6] is None and built.column("region").null_count == 1
+    assert built.column("income_k").to_pylist()[7] is None and built.column("region").null_count == 1
+    times = built.column("event_time")
+    assert (
+        times.to_pylist()[0].isoformat() == "2026-12-06T10:00:00+00:00"
+        and times.null_count == times.length() - 1
+    )
 
 
 def _as_logged(entries: list[Prediction], columns: list[str]) -> LoggedBatch:
