@@ -417,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start the monitor actor on a cluster (detached)",
         description="Start the detached DriftMonitor actor on the cluster at --address / RAY_ADDRESS.",
     )
-    monitor_start.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    monitor_start.add_argument("--address", help=_ADDRESS_HELP)
     _add_config(monitor_start)
     monitor_start.set_defaults(handler=_cmd_monitor_start)
     monitor_stop = monitor_sub.add_parser(
@@ -425,7 +425,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop the monitor actor for good",
         description="Kill the DriftMonitor actor without restart (its state stays on disk).",
     )
-    monitor_stop.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    monitor_stop.add_argument("--address", help=_ADDRESS_HELP)
     _add_config(monitor_stop)
     monitor_stop.set_defaults(handler=_cmd_monitor_stop)
     monitor_retrain = monitor_sub.add_parser(
@@ -439,10 +439,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     monitor_retrain.add_argument("--reason", required=True, help="why (recorded with the job)")
-    monitor_retrain.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    monitor_retrain.add_argument("--address", help=_ADDRESS_HELP)
     _add_config(monitor_retrain)
     monitor_retrain.set_defaults(handler=_cmd_monitor_retrain)
     return parser
+
+
+_ADDRESS_HELP = (
+    "Ray cluster address (default: RAY_ADDRESS, else the cluster a running `raymlops serve` or "
+    "`raymlops demo` of this project started, recorded under <home>/runtime/cluster.json)"
+)
 
 
 def _add_config(parser: argparse.ArgumentParser, default_help: str | None = None) -> None:
@@ -523,6 +529,24 @@ def _parse_version(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise ConfigError(f"version must be a number or 'latest', got {text!r}") from None
+
+
+def _attach(args: argparse.Namespace, config: ProjectConfig) -> None:
+    """Attach the commands that talk to a running endpoint or monitor to their cluster.
+
+    ``--address`` first, then ``RAY_ADDRESS``, then the record the embedded
+    head of a running ``raymlops serve`` or ``raymlops demo`` left under the
+    storage home; with none of them, an embedded head is started.
+    """
+    from raymlops import runtime
+
+    address = getattr(args, "address", None) or os.environ.get("RAY_ADDRESS")
+    address = address or runtime.running_cluster_address(config)
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+        if (Path.home() / ".ray" / "auth_token").exists():
+            # Ray 2.60 heads require their token; Ray reads the mode once, when it is imported
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _with_runtime(config: ProjectConfig, fn: Callable[[], int]) -> int:
@@ -1097,8 +1121,7 @@ def _cmd_monitor_start(args: argparse.Namespace) -> int:
     from raymlops import monitor, runtime
 
     config = _config(args)
-    if args.address:
-        os.environ["RAY_ADDRESS"] = args.address
+    _attach(args, config)
     rt = runtime.start(config)
     try:
         monitor.start(config, jobs_address=rt.dashboard_url)
@@ -1114,8 +1137,7 @@ def _cmd_monitor_stop(args: argparse.Namespace) -> int:
     from raymlops import monitor
 
     config = _config(args)
-    if args.address:
-        os.environ["RAY_ADDRESS"] = args.address
+    _attach(args, config)
 
     def run() -> int:
         stopped = monitor.stop(config)
@@ -1130,8 +1152,7 @@ def _cmd_monitor_retrain(args: argparse.Namespace) -> int:
     from raymlops.errors import MonitoringError
 
     config = _config(args)
-    if args.address:
-        os.environ["RAY_ADDRESS"] = args.address
+    _attach(args, config)
 
     def run() -> int:
         import ray

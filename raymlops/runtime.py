@@ -60,10 +60,14 @@ class Runtime:
     mlflow_tracking_uri: str
     metrics_export_port: int | None
 
+    record_path: Path | None = None  # the cluster record this process wrote (embedded head)
+
     def stop(self) -> None:
         """Shut Ray down if this process started it; a no-op when attached to a cluster."""
         import ray
 
+        if self.record_path is not None:
+            self.record_path.unlink(missing_ok=True)
         if self.started_here and ray.is_initialized():
             ray.shutdown()
 
@@ -173,6 +177,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     context = ray.get_runtime_context()
     gcs_address = context.gcs_address
     dashboard = dashboard_url()
+    record = _write_cluster_record(config, gcs_address, dashboard) if started_here else None
     return Runtime(
         address=gcs_address,
         dashboard_url=dashboard,
@@ -180,7 +185,41 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
         namespace=namespace,
         mlflow_tracking_uri=config.mlflow_tracking_uri,
         metrics_export_port=metrics_port,
+        record_path=record,
     )
+
+
+def cluster_record_path(config: ProjectConfig) -> Path:
+    """Where an embedded head records its address, so other commands of the project can find it."""
+    return config.home_path / "runtime" / "cluster.json"
+
+
+def _write_cluster_record(config: ProjectConfig, address: str, dashboard: str | None) -> Path:
+    import json
+
+    from raymlops._internal.files import replace_text
+
+    path = cluster_record_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"address": address, "dashboard_url": dashboard, "pid": os.getpid()}
+    replace_text(path, json.dumps(body))
+    return path
+
+
+def running_cluster_address(config: ProjectConfig) -> str | None:
+    """The address of the embedded head a running command of this project (``serve``, ``demo``) started.
+
+    None when there is no record, or the process that wrote it is gone.
+    """
+    import json
+
+    try:
+        body = json.loads(cluster_record_path(config).read_text())
+        os.kill(int(body["pid"]), 0)  # signal 0: is that process alive?
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    address = body.get("address")
+    return str(address) if address else None
 
 
 ENV_EMBEDDED = "RAYMLOPS_EMBEDDED_RAY"

@@ -97,3 +97,18 @@ def test_a_model_swap_collects_the_old_heap_and_freezes_the_new_one():
     done = subprocess.run([sys.executable, "-c", _SETTLE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+def test_the_haproxy_template_binds_stats_and_metrics_on_the_serving_host():
+    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+
+    from raymlops._internal.ingress import template_for
+
+    bound = template_for(HAPROXY_CONFIG_TEMPLATE, "127.0.0.1")
+    # Ray's own template binds both on every interface; a changed template must fail here, not silently
+    assert "bind *:{{ config.stats_port }}" in HAPROXY_CONFIG_TEMPLATE
+    assert "bind :{{ config.metrics_port }}" in HAPROXY_CONFIG_TEMPLATE
+    assert "bind 127.0.0.1:{{ config.stats_port }}" in bound
+    assert "bind 127.0.0.1:{{ config.metrics_port }}" in bound
+    assert "bind *:" not in bound and "bind :" not in bound
+    assert "bind [::1]:{{ config.stats_port }}" in template_for(HAPROXY_CONFIG_TEMPLATE, "::1")
