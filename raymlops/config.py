@@ -367,6 +367,11 @@ class GateConfig(_Section):
     importance_metric: str | None = None  # None: log_loss (classification) or rmse (regression)
     importance_repeats: Annotated[int, Field(ge=1, le=50)] = 3
     importance_max_rows: Annotated[int, Field(ge=10)] = 5000
+    # classification: a challenger whose expected calibration error is above this fails (null: none);
+    # a coarse guard against grossly wrong probabilities, tighten it where they are acted on
+    max_calibration_error: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.25
+    interval_resamples: Annotated[int, Field(ge=0, le=10_000)] = 200  # bootstrap for 95 % intervals; 0: none
+    min_holdout_rows: Annotated[int, Field(ge=1)] = 200  # fewer: the report warns how little it can tell
     seed: int = 0
 
 

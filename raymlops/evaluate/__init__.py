@@ -153,10 +153,28 @@ def gate(
         challenger=challenger,
         champion=champion,
         created_at=now(),
+        warnings=_holdout_warnings(challenger, config),
     )
     if log:
         _log(config, challenger_mv, report)
     return report
+
+
+def _holdout_warnings(challenger: Evaluation, config: ProjectConfig) -> tuple[str, ...]:
+    """Say how little a small holdout can tell, with the interval of the gate's own metrics."""
+    minimum = config.gate.min_holdout_rows
+    if challenger.num_rows >= minimum:
+        return ()
+    shown = ", ".join(
+        f"{rule.metric} {challenger.metric_text(rule.metric)}"
+        for rule in config.gate_rules
+        if rule.metric in challenger.metrics
+    )
+    return (
+        f"only {challenger.num_rows} holdout rows (gate.min_holdout_rows {minimum}): {shown} "
+        "(95 % intervals); a verdict on so few rows can be noise. Ingest more data or raise "
+        "split.test_fraction.",
+    )
 
 
 def _log(config: ProjectConfig, mv: ModelVersion, report: GateReport) -> None:

@@ -63,6 +63,8 @@ class Evaluation:
     importance_metric: str
     fairness: tuple[FairnessGap, ...]
     created_at: str
+    # each metric's 95 % bootstrap interval on this holdout (empty in reports of older versions)
+    intervals: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def slice(self, label: str) -> SliceMetrics | None:
         return next((s for s in self.slices if s.label == label), None)
@@ -76,14 +78,25 @@ class Evaluation:
         body["slices"] = tuple(SliceMetrics(**s) for s in body["slices"])
         body["importance"] = tuple(FeatureImportance(**f) for f in body["importance"])
         body["fairness"] = tuple(FairnessGap(**f) for f in body["fairness"])
+        body["intervals"] = {
+            k: (_or_nan(low), _or_nan(high)) for k, (low, high) in body.get("intervals", {}).items()
+        }
         return cls(**body)
+
+    def metric_text(self, key: str) -> str:
+        """``0.9123 [0.88, 0.94]``: the metric and its 95 % interval when there is one."""
+        value = fmt(self.metrics[key])
+        if key not in self.intervals:
+            return value
+        low, high = self.intervals[key]
+        return f"{value} [{fmt(low)}, {fmt(high)}]"
 
     def render(self) -> str:
         """Metrics, slices, importance and fairness as plain-text tables."""
         lines = [
             f"{self.model_name} version {self.model_version} on the holdout of data version "
             f"{self.data_version} ({self.num_rows} rows, digest {self.data_digest[:12]})",
-            "metrics     " + ", ".join(f"{k} {fmt(v)}" for k, v in self.metrics.items()),
+            "metrics     " + ", ".join(f"{k} {self.metric_text(k)}" for k in self.metrics),
         ]
         if self.slices:
             lines.append("slices")
@@ -133,6 +146,7 @@ class GateReport:
     challenger: Evaluation
     champion: Evaluation | None
     created_at: str
+    warnings: tuple[str, ...] = ()  # what the reader must know before trusting the verdict
 
     @property
     def failures(self) -> tuple[GateCheck, ...]:
@@ -153,6 +167,11 @@ class GateReport:
         judged = [c for c in self.checks if c.passed is not None]
         lines = [head, f"  {len(judged) - len(self.failures)}/{len(judged)} rules passed"]
         lines += [f"  FAIL {c.rule} [{c.subject}]: {c.detail}" for c in self.failures]
+        ev = self.challenger
+        if ev.intervals:
+            shown = ", ".join(f"{k} {ev.metric_text(k)}" for k in ev.metrics if k in ev.intervals)
+            lines.append(f"  holdout metrics with 95 % intervals ({ev.num_rows} rows): {shown}")
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def render(self) -> str:
@@ -175,6 +194,7 @@ class GateReport:
     def from_json(cls, text: str) -> GateReport:
         body = json.loads(text)
         body["checks"] = tuple(GateCheck(**_nan(c)) for c in body["checks"])
+        body["warnings"] = tuple(body.get("warnings", ()))
         body["challenger"] = Evaluation.from_dict(body["challenger"])
         body["champion"] = Evaluation.from_dict(body["champion"]) if body["champion"] else None
         return cls(**body)
@@ -190,6 +210,7 @@ class GateReport:
             + (f"champion version {self.champion_version}" if self.champion_version else "no champion")
             + f", {ev.num_rows} holdout rows of `{ev.data_table_uri}` version {ev.data_version} "
             f"(digest `{ev.data_digest[:12]}`), {self.created_at}.",
+            *[f"\n> **Warning:** {w}" for w in self.warnings],
             "",
             "| verdict | rule | subject | challenger | champion | limit | detail |",
             "|---|---|---|---|---|---|---|",
@@ -199,10 +220,16 @@ class GateReport:
                 f"| {c.verdict} | {c.rule} | {c.subject} | {fmt(c.observed)} | {fmt(c.baseline)} | "
                 f"{fmt(c.limit)} | {c.detail} |"
             )
-        out += ["", "## Holdout metrics", "", "| metric | challenger | champion |", "|---|---|---|"]
-        for key, value in ev.metrics.items():
-            other = self.champion.metrics.get(key) if self.champion else None
-            out.append(f"| {key} | {fmt(value)} | {fmt(other)} |")
+        out += [
+            "",
+            f"## Holdout metrics ({ev.num_rows} rows; 95 % bootstrap intervals)",
+            "",
+            "| metric | challenger | champion |",
+            "|---|---|---|",
+        ]
+        for key in ev.metrics:
+            other = self.champion.metric_text(key) if self.champion and key in self.champion.metrics else "-"
+            out.append(f"| {key} | {ev.metric_text(key)} | {other} |")
         if ev.slices:
             out += ["", "## Slices (challenger)", "", "| slice | rows | metrics |", "|---|---|---|"]
             for s in ev.slices:
@@ -220,6 +247,10 @@ def fmt(value: float | None) -> str:
     if value is None:
         return "-"
     return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _finite(body: Any) -> Any:

@@ -17,10 +17,36 @@ def check(
     checks: list[GateCheck] = []
     for rule in config.gate_rules:
         checks += _metric_checks(rule, challenger, champion)
+    checks += _calibration_checks(challenger, config)
     checks += _slice_checks(challenger, champion, config)
     checks += _fairness_checks(challenger, config)
     checks += _importance_checks(challenger, config)
     return tuple(checks)
+
+
+def _calibration_checks(challenger: Evaluation, config: ProjectConfig) -> list[GateCheck]:
+    """The default ceiling on expected calibration error (classification), unless a rule of the user's
+    already judges calibration_error. Badly calibrated probabilities mislead whoever reads them, and the
+    monitor's estimates rest on them."""
+    ceiling = config.gate.max_calibration_error
+    if ceiling is None or challenger.task == "regression":
+        return []
+    if any(rule.metric == "calibration_error" for rule in config.gate_rules):
+        return []
+    value = challenger.metrics.get("calibration_error", math.nan)
+    ok = math.isfinite(value) and value <= ceiling
+    return [
+        GateCheck(
+            "calibration_error ceiling",
+            "overall",
+            value,
+            None,
+            ceiling,
+            ok,
+            f"expected calibration error {value:.4f} {'<=' if ok else '>'} gate.max_calibration_error "
+            f"{ceiling}",
+        )
+    ]
 
 
 def _metric_checks(rule: MetricRule, challenger: Evaluation, champion: Evaluation | None) -> list[GateCheck]:

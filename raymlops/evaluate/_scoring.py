@@ -10,7 +10,7 @@ import numpy as np
 
 from raymlops.config import LOWER_IS_BETTER, ProjectConfig
 from raymlops.errors import DataError
-from raymlops.evaluate._metrics import Scored, metric_value, metrics_of
+from raymlops.evaluate._metrics import Scored, bootstrap_intervals, metric_value, metrics_of
 from raymlops.evaluate._report import Evaluation, FairnessGap, FeatureImportance, SliceMetrics
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def evaluate_predictor(
         importance_metric=config.importance_metric,
         fairness=tuple(f for f in fairness if f is not None),
         created_at=now(),
+        intervals=bootstrap_intervals(scored, task, gate_cfg.interval_resamples, gate_cfg.seed),
     )
 
 

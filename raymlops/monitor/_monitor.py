@@ -207,6 +207,9 @@ class Monitor:
                 self.state.next_row = max(self.state.next_row, int(last) + 1)
                 for rid in opened.column(REQUEST_ID).to_pylist():
                     self._seen.setdefault(rid, now_s)
+            perf = self.state.last_performance
+            if self.gauges and perf and perf.get("value") is not None:  # a restart keeps the gauge
+                self.gauges.performance(perf["metric"], float(perf["value"]))
             self._save()
 
     # ------------------------------------------------------------------ ingest

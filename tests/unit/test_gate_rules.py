@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from raymlops.evaluate import Evaluation, FairnessGap, FeatureImportance, GateReport, SliceMetrics, check
@@ -200,3 +201,57 @@ def test_slice_groups_follow_the_schema_kind():
     codes, names = _groups(pd.Series([1.0, 2.0, 3.0, 4.0, np.inf, -np.inf, np.nan]), 2)
     assert names[-1] == "null" and codes.tolist()[-1] == len(names) - 1
     assert codes[4] == len(names) - 2 and codes[5] == 0  # infinities go to the outer bins
+
+
+def test_a_badly_calibrated_challenger_fails_the_default_ceiling(make_config):
+    checks = check(_eval(2, {"calibration_error": 0.39}), None, make_config())
+    ceiling = _by_rule(checks, "calibration_error ceiling", "overall")
+    assert (
+        ceiling.passed is False and ceiling.limit == 0.25 and "gate.max_calibration_error" in ceiling.detail
+    )
+    assert _by_rule(check(_eval(2), None, make_config()), "calibration_error ceiling", "overall").passed
+    off = make_config(gate={"max_calibration_error": None})  # overridable
+    assert not [c for c in check(_eval(2, {"calibration_error": 0.39}), None, off) if "calibration" in c.rule]
+
+
+def test_intervals_are_seeded_bootstraps_that_hold_the_metric_and_shrink_with_more_rows():
+    from raymlops.evaluate._metrics import Scored, accuracy, bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+
+    def scored(n: int) -> Scored:
+        y = rng.integers(0, 2, n)
+        p1 = np.clip(0.5 + (y - 0.5) * 0.6 + rng.normal(0, 0.3, n), 0.01, 0.99)
+        proba = np.column_stack([1 - p1, p1])
+        return Scored(y, (p1 > 0.5).astype(int), proba)
+
+    small, large = scored(56), scored(5000)
+    a = bootstrap_intervals(small, "binary", 200, seed=0)
+    assert a == bootstrap_intervals(small, "binary", 200, seed=0)  # seeded: the same report twice
+    low, high = a["accuracy"]
+    assert low <= accuracy(small.y_true, small.y_pred) <= high
+    large_low, large_high = bootstrap_intervals(large, "binary", 200, seed=0)["accuracy"]
+    assert (large_high - large_low) < (high - low) / 4  # ~sqrt(5000 / 56) narrower
+    assert set(a) == {"accuracy", "f1", "roc_auc", "log_loss", "calibration_error"}
+
+
+def test_a_small_holdout_is_reported_with_intervals_and_a_warning(make_config):
+    from raymlops.evaluate import _holdout_warnings
+
+    cfg = make_config()
+    challenger = dataclasses.replace(_eval(2), num_rows=56, intervals={"roc_auc": (0.71, 0.95)})
+    (warning,) = _holdout_warnings(challenger, cfg)
+    assert (
+        "only 56 holdout rows (gate.min_holdout_rows 200)" in warning
+        and "roc_auc 0.8500 [0.7100, 0.9500]" in warning
+    )
+    assert _holdout_warnings(dataclasses.replace(challenger, num_rows=500), cfg) == ()
+    checks = check(challenger, None, cfg)
+    report = GateReport("gate-z", "churn", 2, None, True, checks, challenger, None, "t", (warning,))
+    assert "warning: only 56 holdout rows" in report.summary()
+    assert (
+        "holdout metrics with 95 % intervals (56 rows): roc_auc 0.8500 [0.7100, 0.9500]" in report.summary()
+    )
+    again = GateReport.from_json(report.to_json())
+    assert again.warnings == (warning,) and again.challenger.intervals == {"roc_auc": (0.71, 0.95)}
+    assert "**Warning:** only 56" in report.to_markdown()
