@@ -9,7 +9,6 @@ This module only drives traffic and watches; it decides nothing.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -57,17 +56,15 @@ class Traffic:
         rows = table.to_pylist()
         for start in range(0, len(rows), per_request):
             chunk = rows[start : start + per_request]
-            request_id = uuid.uuid4().hex
             records = [{c: row[c] for c in self.columns} for row in chunk]
             self.num_requests += 1
             try:
-                answer = self.session.post(
-                    f"{self.url}/predict", json={"records": records, "request_id": request_id}, timeout=60
-                )
+                answer = self.session.post(f"{self.url}/predict", json={"records": records}, timeout=60)
                 if answer.status_code != 200:
                     self.failures.append(f"/predict {answer.status_code}: {answer.text[:200]}")
                     continue
                 body = answer.json()
+                request_id = body["request_id"]  # issued by the endpoint: every replica knows it
                 if body.get("route") == "champion":
                     self.champion_versions.append(int(body["model_version"]))
                 labels = [row[self.label] for row in chunk]
@@ -81,9 +78,22 @@ class Traffic:
 
 
 class ClosedLoop:
-    """Endpoint + monitor up, then stationary traffic, drifted traffic, the retrain, the report."""
+    """Endpoint + monitor up, then stationary traffic, drifted traffic, the retrain, the report.
 
-    def __init__(self, config: ProjectConfig, dashboard_url: str | None, say: Say) -> None:
+    The demo's traffic comes from its generator; ``reference_rows`` and
+    ``shifted_rows`` (each ``num_rows -> table`` with the schema's columns and
+    labels) run the same loop on any other data.
+    """
+
+    def __init__(
+        self,
+        config: ProjectConfig,
+        dashboard_url: str | None,
+        say: Say,
+        *,
+        reference_rows: Callable[[int], pa.Table] | None = None,
+        shifted_rows: Callable[[int], pa.Table] | None = None,
+    ) -> None:
         from raymlops.runtime import free_port_or_next
 
         port = free_port_or_next(config.serving.host, config.serving.port)
@@ -99,6 +109,7 @@ class ClosedLoop:
         self.report_path: str | None = None
         self._seed = 1000
         self._next_id = 10_000_000  # production customers get ids the training data never had
+        self._reference_rows, self._shifted_rows = reference_rows, shifted_rows
 
     @property
     def served(self) -> list[int]:
@@ -140,7 +151,11 @@ class ClosedLoop:
     def stationary(self) -> tuple[bool, str]:
         assert self.traffic is not None
         before = self.status()["num_windows"]
-        self.traffic.send(self.rows(self.stationary_rows))
+        self.traffic.send(
+            self._reference_rows(self.stationary_rows)
+            if self._reference_rows
+            else self.rows(self.stationary_rows)
+        )
         judged = self._wait(lambda: self.status()["num_windows"] >= before + 2, "two stationary windows")
         st = self.status()
         detail = (
@@ -252,6 +267,8 @@ class ClosedLoop:
         return table
 
     def drifted(self, num_rows: int) -> pa.Table:
+        if self._shifted_rows is not None:
+            return self._shifted_rows(num_rows)
         return self.rows(num_rows, shift=SHIFT, concept_shift=CONCEPT_SHIFT)
 
     def _wait(self, predicate: Callable[[], bool], what: str, *, timeout_s: float | None = 60.0) -> bool:
