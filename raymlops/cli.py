@@ -433,9 +433,11 @@ def _parser() -> argparse.ArgumentParser:
         help="ask the running monitor to retrain now (one job, retried with backoff)",
         description=(
             "Trigger a retrain through the running DriftMonitor actor: the trigger is saved before "
-            "the job is submitted to the Jobs API, a failed submission is retried with backoff "
-            "(retraining.submit_backoff_s, submit_max_attempts), and only one retrain job runs at a "
-            "time. `raymlops monitor status` follows the job."
+            "the job is submitted to the Jobs API, a refused submission is retried with a doubling "
+            "backoff (retraining.submit_backoff_s, capped at submit_backoff_max_s) until the API takes "
+            "it (or retraining.submit_max_attempts, when set), and only one retrain job runs at a "
+            "time. The job attaches to this cluster, never to another Ray on the machine. "
+            "`raymlops monitor status` follows the job."
         ),
     )
     monitor_retrain.add_argument("--reason", required=True, help="why (recorded with the job)")

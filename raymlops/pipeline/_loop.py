@@ -210,6 +210,12 @@ class ClosedLoop:
             time.sleep(1.0)
         self.job = JobRecord(**job) if job else None
         if self.job is None or self.job.stage != "done":
+            if self.job is not None and self.job.stage == "pending":  # the Jobs API never took it
+                return False, (
+                    f"the retrain job {self.job.submission_id} was not submitted in {JOB_TIMEOUT_S:.0f} s "
+                    f"({self.job.attempts} attempts; last error: {self.job.last_error}); the monitor keeps "
+                    "retrying while the drift lasts (`raymlops monitor status`)"
+                )
             return False, f"the retrain job did not end within {JOB_TIMEOUT_S:.0f} s"
         switched = False
         if self.job.outcome == "promoted":
