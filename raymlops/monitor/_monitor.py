@@ -555,6 +555,8 @@ class Monitor:
                 "no Ray Jobs API to submit to: the cluster runs without its dashboard "
                 "(start Ray with include_dashboard=True, or `ray start --head` with the dashboard)",
             )
+            # not transient: without the cooldown every second window would record another failure
+            self.policy.started(now_s)
             return [f"job {job.submission_id}: {job.detail}"]
         job.attempts += 1
         try:
