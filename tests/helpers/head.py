@@ -33,11 +33,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def running_head() -> Iterator[str]:
-    """Start a real head node with the dashboard (Jobs API) on 127.0.0.1; yields its dashboard URL."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="rmo-head-", dir="/tmp"))  # short: Ray's socket paths are limited
-    gcs_port, dashboard_port = free_port(), free_port()
-    env = client_env()
+def _start_head(prefix: str, *options: str) -> tuple[Path, int]:
+    """`ray start --head` in a temp dir of its own, which finds its processes; returns it and the GCS port."""
+    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: Ray's socket paths are limited
+    gcs_port = free_port()
     started = subprocess.run(
         [
             sys.executable,
@@ -45,23 +44,33 @@ def running_head() -> Iterator[str]:
             "ray.scripts.scripts",
             "start",
             "--head",
-            "--num-cpus=4",
             f"--port={gcs_port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard_port}",
             f"--temp-dir={temp_dir}",
-            "--include-dashboard=true",
-            # the agent's default port (52365) is fixed: another Ray on this machine would hold it,
-            # leaving this head's agent without HTTP and jobs unsubmittable
-            f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats",
+            *options,
         ],
-        env=env,
+        env=client_env(),
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert started.returncode == 0, started.stdout + started.stderr
+    return temp_dir, gcs_port
+
+
+def running_head() -> Iterator[str]:
+    """Start a real head node with the dashboard (Jobs API) on 127.0.0.1; yields its dashboard URL."""
+    dashboard_port = free_port()
+    temp_dir, _ = _start_head(
+        "rmo-head-",
+        "--num-cpus=4",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        "--include-dashboard=true",
+        # the agent's default port (52365) is fixed: another Ray on this machine would hold it,
+        # leaving this head's agent without HTTP and jobs unsubmittable
+        f"--dashboard-agent-listen-port={free_port()}",
+    )
     try:
         wait_for_job_agent(f"http://127.0.0.1:{dashboard_port}")
         yield f"http://127.0.0.1:{dashboard_port}"
@@ -77,26 +86,7 @@ def foreign_head() -> Iterator[str]:
     free, and its GCS is one more `gcs_server` that Ray's address lookup finds.
     Yields its GCS address; stopped by its process ids.
     """
-    temp_dir = Path(tempfile.mkdtemp(prefix="rmo-other-", dir="/tmp"))
-    gcs_port = free_port()
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ray.scripts.scripts",
-            "start",
-            "--head",
-            "--num-cpus=2",
-            f"--port={gcs_port}",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
+    temp_dir, gcs_port = _start_head("rmo-other-", "--num-cpus=2")
     try:
         yield f"127.0.0.1:{gcs_port}"
     finally:

@@ -38,19 +38,23 @@ with runtime.session(cfg, log_to_driver=False) as rt:
 """
 
 
-def test_the_embedded_dashboard_and_jobs_api_listen_on_loopback_only(tmp_path, figures):
-    raw = demo_raw_config(tmp_path / "home", name="binds")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded head, not the shared one
+def _probe(script: str, raw: dict, timeout_s: int) -> dict:
+    """Run ``script`` with the config in its own process (an embedded head, not the shared one)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     probe = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(raw)],
+        [sys.executable, "-c", script, json.dumps(raw)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout_s,
     )
     assert probe.returncode == 0, probe.stderr[-4000:]
-    found = json.loads(probe.stdout.strip().splitlines()[-1])
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+def test_the_embedded_dashboard_and_jobs_api_listen_on_loopback_only(tmp_path, figures):
+    found = _probe(PROBE, demo_raw_config(tmp_path / "home", name="binds"), 180)
     dashboard = {ip for ip, port, _pid in found["listening"] if port == found["ports"]["dashboard"]}
     assert dashboard == {"127.0.0.1"}, found  # the dashboard, and with it the Jobs API
     assert found["url"].startswith("http://127.0.0.1:")
@@ -100,18 +104,7 @@ with runtime.session(cfg, log_to_driver=False) as rt:
 
 
 def test_a_job_on_the_embedded_head_runs_there_beside_another_ray(tmp_path, other_ray, figures):
-    raw = demo_raw_config(tmp_path / "home", name="jobhere")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    probe = subprocess.run(
-        [sys.executable, "-c", JOB_PROBE, json.dumps(raw)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert probe.returncode == 0, probe.stderr[-4000:]
-    found = json.loads(probe.stdout.strip().splitlines()[-1])
+    found = _probe(JOB_PROBE, demo_raw_config(tmp_path / "home", name="jobhere"), 300)
     assert found["status"] == "SUCCEEDED", found  # the agent serves jobs although 52365 is taken
     job_line = next(line for line in found["logs"].splitlines() if line.startswith("JOB "))
     _, supervisor_address, attached_to = job_line.split()
