@@ -11,29 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from raymlops.pipeline import packaged_demo_config
+from tests.helpers.cli import run_cli
 
 pytestmark = pytest.mark.e2e
-
-
-def _run(
-    args: list[str], cwd: Path, env: dict[str, str], timeout_s: int = 900
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "raymlops.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
 
 
 def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray):
@@ -49,7 +34,7 @@ def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray
     env = {**os.environ, "RAYMLOPS_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
 
-    result = _run(["demo", "--rows", "1000", "--config", str(config_path)], tmp_path, env)
+    result = run_cli(["demo", "--rows", "1000", "--config", str(config_path)], tmp_path, env)
     out = result.stdout
     assert result.returncode == 0, out[-6000:] + result.stderr[-3000:]
     for step in (
@@ -89,9 +74,9 @@ def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray
     assert not (tmp_path / ".raymlops").exists()  # RAYMLOPS_HOME wins over the config's home
 
     # the monitoring commands read what the loop left behind, without Ray
-    status = _run(["monitor", "status", "--config", str(config_path)], tmp_path, env, timeout_s=120)
+    status = run_cli(["monitor", "status", "--config", str(config_path)], tmp_path, env, timeout_s=120)
     assert status.returncode == 0, status.stderr
     assert "retrain jobs   1 triggered: promoted 1" in status.stdout
-    report = _run(["monitor", "report", "--config", str(config_path), "--rows", "300"], tmp_path, env, 120)
+    report = run_cli(["monitor", "report", "--config", str(config_path), "--rows", "300"], tmp_path, env, 120)
     assert report.returncode == 0, report.stderr
     assert "window: 300 rows" in report.stdout and "HTML report:" in report.stdout

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import demo_raw_config
+from tests.helpers.cli import run_cli
 from tests.helpers.head import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
@@ -36,18 +37,6 @@ def _config(tmp_path: Path, name: str, port: int) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _cli(*args: str, env: dict[str, str], **options) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "raymlops.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **options,
-    )
 
 
 def _listening(root: psutil.Process) -> list[tuple[str, int, str]]:
@@ -94,13 +83,13 @@ def test_serve_binds_on_its_host_refuses_a_taken_port_is_found_by_the_cli_and_st
         assert ("127.0.0.1", port) in {(ip, p) for ip, p, _name in sockets}
 
         # a second project's endpoint on the same port: a clear error, exit 2, no traceback
-        second = _cli("serve", "--config", str(_config(tmp_path, "second", port)), env=env)
+        second = run_cli(["serve", "--config", str(_config(tmp_path, "second", port))], REPO, env, 300)
         assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
         assert f"port {port}" in second.stderr and "serving.port" in second.stderr
         assert "Traceback" not in second.stderr + second.stdout
 
         # the CLI finds the monitor this endpoint started, without --address
-        retrain = _cli("monitor", "retrain", "--config", str(first), "--reason", "test", env=env)
+        retrain = run_cli(["monitor", "retrain", "--config", str(first), "--reason", "test"], REPO, env, 300)
         assert "retrain triggered" in retrain.stdout, retrain.stdout[-2000:] + retrain.stderr[-3000:]
 
         interrupted_at = time.monotonic()
