@@ -324,7 +324,10 @@ class Monitor:
     def _judge(self, window: pa.Table, now_s: float) -> str:
         assert self.reference is not None
         frame = window.to_pandas()
-        report = drift_report(self.reference, frame, time_column=TS)
+        # the window's span in the requests' own time when every row sent it, else when they arrived
+        own = self.config.data.schema.time_column
+        timed = own is not None and own in frame.columns and bool(frame[own].notna().all())
+        report = drift_report(self.reference, frame, time_column=own if timed else TS)
         decision = self.policy.observe(report, now_s, busy=self._busy())
         self.state.num_windows += 1
         self.state.num_drifted_windows += int(report.drifted)

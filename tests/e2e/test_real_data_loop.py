@@ -38,6 +38,7 @@ def test_the_loop_closes_on_real_digits_with_a_covariate_shift(tmp_path):
     assert result["first_promoted"], result["first_summary"]
     # the gate says how much its holdout can tell
     assert "holdout metrics with 95 % intervals" in result["first_summary"]
+    assert "warning: only" in result["first_summary"]  # ~140 holdout rows, under gate.min_holdout_rows
     ok, detail = result["stationary"]
     assert ok and "0 drifted, 0 retrain triggers" in detail, detail + context
     ok, detail = result["drift"]

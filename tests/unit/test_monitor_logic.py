@@ -312,3 +312,15 @@ def test_late_labels_below_the_holdout_metric_trigger_a_retrain(config, profile)
     perf = monitor.state.last_performance
     assert perf["value"] == pytest.approx(0.6) and perf["verdict"] == "degraded", events
     assert monitor.state.num_triggers == 1 and "performance_drop" in monitor.state.jobs[0].reason
+
+
+def test_a_window_spans_the_requests_own_time_when_they_sent_it(config, profile):
+    monitor = _monitor(config, profile, Clock(), jobs=FakeJobs())
+    batch = _batch(config, 60, seed=40, prefix="t")
+    sent = batch.column("event_time")
+    assert sent.null_count == 0  # the demo's rows carry their event time, as a data row does
+    monitor.ingest(batch)
+    monitor.check()
+    (line,) = [json.loads(x) for x in (config.monitor_dir / "windows.jsonl").read_text().splitlines()]
+    assert line["window_start"] == min(sent.to_pylist()).isoformat()
+    assert line["window_end"] == max(sent.to_pylist()).isoformat()
