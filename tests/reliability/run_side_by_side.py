@@ -86,7 +86,7 @@ def main() -> int:
         rc = process.wait(timeout=1800)
         out.close()
         text = (folder / f"demo-{i}.out").read_text()
-        retrain = next((line.strip() for line in text.splitlines() if "retrain job " in line), "-")
+        retrain = next((line.strip() for line in text.splitlines() if " retrain: " in line), "-")
         print(f"demo {i}: exit {rc} after {time.monotonic() - started:.0f} s; {retrain}", flush=True)
         failed += rc != 0
     if other is not None:
