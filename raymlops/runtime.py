@@ -146,7 +146,16 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
             ) from e
     else:
         for key, value in local_ray_env(config).items():
-            os.environ.setdefault(key, value)  # the raylet, and so every Ray worker, inherit it
+            inherited = os.environ.get(key)
+            if (
+                key in HAPROXY_PORT_VARIABLES
+                and inherited
+                and not port_is_free(config.serving.host, int(inherited))
+            ):
+                # a port inherited from a parent (its own endpoint holds it): the free one chosen here
+                os.environ[key] = value
+            else:
+                os.environ.setdefault(key, value)  # the raylet, and so every Ray worker, inherit it
         # Ray 2.60 turns token auth on for new local clusters (token in ~/.ray/auth_token).
         # Setting RAY_AUTH_MODE here would be too late: Ray caches it when imported.
         rt = config.runtime
@@ -223,6 +232,11 @@ def running_cluster_address(config: ProjectConfig) -> str | None:
 
 
 ENV_EMBEDDED = "RAYMLOPS_EMBEDDED_RAY"
+# Ray's variables for HAProxy's stats and Prometheus ports, and the config keys that set them
+HAPROXY_PORT_VARIABLES = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": "serving.haproxy_stats_port",
+    "RAY_SERVE_HAPROXY_METRICS_PORT": "serving.haproxy_metrics_port",
+}
 
 
 def local_ray_env(config: ProjectConfig) -> dict[str, str]:

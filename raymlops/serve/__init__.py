@@ -93,11 +93,16 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
     say = progress or (lambda _m: None)
     serving = config.serving
     _check_port_free(config)
-    serve.start(
-        http_options={"host": serving.host, "port": serving.port},
-        # the controller and proxies log every config change at INFO; keep the terminal for warnings
-        logging_config={"log_level": "WARNING", "enable_access_log": serving.access_log},
-    )
+    try:
+        serve.start(
+            http_options={"host": serving.host, "port": serving.port},
+            # the controller and proxies log every config change at INFO; keep the terminal for warnings
+            logging_config={"log_level": "WARNING", "enable_access_log": serving.access_log},
+        )
+    except RuntimeError as e:
+        if "HAProxy" not in str(e):
+            raise
+        raise _ingress_error(config, e) from e
     started = time.perf_counter()
     serve.run(app(config), name=config.name, route_prefix=serving.route_prefix, blocking=False)
     endpoint = Endpoint(config.name, endpoint_url(config))
@@ -128,6 +133,26 @@ def _check_port_free(config: ProjectConfig) -> None:
             f"port {serving.port} on {serving.host} (serving.port) is in use by another process, "
             "perhaps another endpoint. Set serving.port to a free port, or stop what holds it."
         )
+
+
+def _ingress_error(config: ProjectConfig, error: Exception) -> Exception:
+    """HAProxy could not start (a port taken in the meantime): name the ports and their keys."""
+    import os
+
+    from raymlops.errors import RuntimeStartError
+    from raymlops.runtime import HAPROXY_PORT_VARIABLES
+
+    ports = [f"serving.port {config.serving.port}"] + [
+        f"{key} {os.environ[variable]}"
+        for variable, key in HAPROXY_PORT_VARIABLES.items()
+        if variable in os.environ
+    ]
+    first_line = str(error).strip().splitlines()[0][:300]
+    return RuntimeStartError(
+        f"Ray Serve's HAProxy ingress could not start ({first_line}); one of its ports on "
+        f"{config.serving.host} is probably taken: {', '.join(ports)}. Set free ones in the config, or "
+        "serving.ingress: python."
+    )
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:
