@@ -197,6 +197,29 @@ class StorageConfig(_Section):
     mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
     ray_address: str | None = None  # None: start an embedded local Ray head
 
+    @model_validator(mode="after")
+    def _check(self) -> StorageConfig:
+        problem = home_uri_problem(self.home)
+        if problem:
+            raise _FieldProblem("home", problem)
+        return self
+
+
+def home_uri_problem(home: str) -> str | None:
+    """Why a storage home cannot be used, or None; an object-store URI would become a local folder.
+
+    ``s3://bucket/home`` used as a path is a folder named ``s3:`` in the working
+    directory: everything "written to the bucket" stayed on one machine's disk.
+    """
+    scheme = home.split("://", 1)[0].lower() if "://" in home else None
+    if scheme is None or scheme == "file":
+        return None
+    return (
+        f"{home!r} is an object-store URI ({scheme}://); the storage home must be a local or mounted "
+        "folder (or file://) for now. Keep the home on a volume every node mounts, and put the "
+        "training table in the bucket with data.table_uri."
+    )
+
 
 class RuntimeConfig(_Section):
     """How the embedded local Ray head is started (ignored when attaching to a cluster)."""
@@ -589,7 +612,13 @@ class ProjectConfig(_Section):
     # same config runs on a laptop and in a cluster job unchanged.
     @property
     def home_path(self) -> Path:
-        return Path(os.environ.get(ENV_HOME) or self.storage.home).expanduser().resolve()
+        home = os.environ.get(ENV_HOME) or self.storage.home
+        problem = home_uri_problem(home)
+        if problem:  # only the environment can bring one here: the config's own value was checked
+            from raymlops.errors import StorageError
+
+            raise StorageError(f"{ENV_HOME}: {problem}")
+        return Path(home.removeprefix("file://")).expanduser().resolve()
 
     @property
     def table_uri(self) -> str:

@@ -213,3 +213,23 @@ def test_search_space_becomes_tune_samplers(tmp_path):
     assert space["learning_rate"] == {"grid_search": [0.1, 0.01]}
     assert space["hidden_sizes"].categories == [[8], [16, 8]]
     assert (space["dropout"].lower, space["dropout"].upper) == (0.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    "home", ["s3://bucket/home", "gs://bucket/home", "abfss://c@a.dfs.core.windows.net/h"]
+)
+def test_an_object_store_home_is_refused_instead_of_becoming_a_local_folder(tmp_path, home):
+    with pytest.raises(ConfigError) as info:
+        parse_config(demo_raw_config(tmp_path, storage={"home": home}))
+    assert "storage.home" in str(info.value) and "data.table_uri" in str(info.value)
+    assert not (tmp_path / home.split("://")[0]).exists()
+
+
+def test_a_file_uri_home_is_a_local_folder_and_a_uri_from_the_environment_is_refused(tmp_path, monkeypatch):
+    from raymlops.errors import StorageError
+
+    config = parse_config(demo_raw_config(tmp_path, storage={"home": f"file://{tmp_path}/home"}))
+    assert config.home_path == tmp_path / "home"
+    monkeypatch.setenv("RAYMLOPS_HOME", "s3://bucket/home")
+    with pytest.raises(StorageError, match="RAYMLOPS_HOME: 's3://bucket/home'"):
+        _ = config.home_path
