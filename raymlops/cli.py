@@ -1051,7 +1051,7 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     import json
 
     from raymlops.errors import MonitoringError
-    from raymlops.monitor import DriftPolicy, MonitorState
+    from raymlops.monitor import DriftPolicy, MonitorState, describe_performance
 
     config = _monitor_config(args)
     state = MonitorState.load(config.monitor_dir / "state.json")
@@ -1080,13 +1080,7 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     )
     print(f"last decision  {state.last_decision or '-'}")
     if state.last_performance:
-        perf = state.last_performance
-        test = f", worse by {perf['worse_by']:.4f}, p = {perf['p_value']:.2g}" if "p_value" in perf else ""
-        print(
-            f"live metric    {perf['metric']} {perf['value']:.4f} on {perf['num_rows']} labelled rows "
-            f"(holdout {perf['baseline']} on {perf.get('baseline_num_rows') or '?'} rows{test}): "
-            f"{perf['verdict']}"
-        )
+        print(f"live metric    {describe_performance(state.last_performance)}")
     print(
         f"labels         {state.num_labelled} joined; the live metric is judged on the last "
         f"{config.monitoring.performance_window_size}, every {config.monitoring.performance_step} new"

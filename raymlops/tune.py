@@ -220,10 +220,15 @@ def _trial(
         prepared,
         config,
         overrides=trial_config,
-        run_name=f"{sweep_name}-{trial_id}",
+        run_name=_trial_run_name(sweep_name, trial_id),
         parent_run_id=parent_run_id,
         callbacks=[TuneReportCallback()],
     )
+
+
+def _trial_run_name(sweep_name: str, trial_id: str) -> str:
+    """A trial's Ray Train run name: its checkpoints, placement-group record and MLflow tag use it."""
+    return f"{sweep_name}-{trial_id}"
 
 
 def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
@@ -256,7 +261,7 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
 
         def release(self) -> None:
             for trial_id in list(self.ended):
-                record = train.placement_group_record(config, f"{sweep_name}-{trial_id}")
+                record = train.placement_group_record(config, _trial_run_name(sweep_name, trial_id))
                 if train.release_placement_group(record, wait_for_owner=True):
                     self.ended.discard(trial_id)
 
@@ -284,7 +289,7 @@ def _trials(
         epochs = len({m.step for m in history})
         best = min((m.value for m in history), default=math.inf)
         status = child.info.status
-        trial_id = child.data.tags.get("ray.train.run_name", "").removeprefix(f"{sweep_name}-")
+        trial_id = child.data.tags.get("ray.train.run_name", "").removeprefix(_trial_run_name(sweep_name, ""))
         if status in ("RUNNING", "FAILED") and trial_id not in errored and epochs > 0:
             status = "STOPPED"  # ASHA stopped the trial actor while its training run was live
             client.set_tag(child.info.run_id, "raymlops.stopped_by", "asha")

@@ -14,6 +14,7 @@
 from raymlops.monitor._actor import DriftMonitor, get, start, stop
 from raymlops.monitor._html import ReportPage, table_text, write_report
 from raymlops.monitor._monitor import Ack, Monitor, job_result_path, submission_id, version_reference
+from raymlops.monitor._performance import describe as describe_performance
 from raymlops.monitor._production import LabelledRows, labelled_rows
 from raymlops.monitor._report import Decision, DriftPolicy, DriftReport, FeatureDrift, Reference, drift_report
 from raymlops.monitor._state import JobRecord, MonitorState
@@ -51,6 +52,7 @@ __all__ = [
     "chi2",
     "corrected",
     "default_test",
+    "describe_performance",
     "drift_report",
     "frequency_table",
     "get",

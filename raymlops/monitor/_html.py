@@ -236,13 +236,9 @@ def write_report(
 
 def _live_metric(config: ProjectConfig) -> str:
     """The monitor's last live-metric judgement, with its test, from its persisted state."""
+    from raymlops.monitor._performance import describe
     from raymlops.monitor._state import MonitorState
 
     state = MonitorState.load(config.monitor_dir / "state.json")
     perf = state.last_performance if state else None
-    if not perf:
-        return "no labelled window judged yet"
-    test = f", worse by {perf['worse_by']:.4f} (p = {perf['p_value']:.2g})" if "p_value" in perf else ""
-    return (
-        f"{perf['metric']} {perf['value']:.4f} on {perf['num_rows']} labelled rows{test}: {perf['verdict']}"
-    )
+    return describe(perf) if perf else "no labelled window judged yet"

@@ -46,6 +46,21 @@ class DropTest:
     lower_bound: float  # of the drop (accuracy) or of the MSE rise, at 1 - p_value_threshold
 
 
+def describe(record: dict[str, object]) -> str:
+    """One line for a live-metric judgement as the monitor records it (``monitor status``, the report)."""
+    test = f", worse by {record['worse_by']:.4f}, p = {record['p_value']:.2g}" if "p_value" in record else ""
+    baseline = record.get("baseline")
+    holdout = (
+        f"holdout {baseline:.4f} on {record.get('baseline_num_rows') or '?'} rows"
+        if baseline is not None
+        else "no holdout metric"
+    )
+    return (
+        f"{record['metric']} {record['value']:.4f} on {record['num_rows']} labelled rows "
+        f"({holdout}{test}): {record['verdict']}"
+    )
+
+
 def accuracy_drop(baseline: Baseline, num_correct: int, num_rows: int, alpha: float) -> DropTest:
     """Test "live accuracy >= holdout accuracy" on ``num_correct`` of ``num_rows`` live rows.
 

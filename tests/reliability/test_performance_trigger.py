@@ -129,3 +129,26 @@ def test_the_rmse_rise_matches_a_two_sample_normal_test():
     se = np.std(squared, ddof=1) * np.sqrt(1 / 400 + 1 / 400)
     assert test.p_value == pytest.approx(stats.norm.sf((squared.mean() - 1.0) / se))
     assert test.worse_by == pytest.approx(np.sqrt(squared.mean()) - 1.0)
+
+
+def test_a_judgement_reads_the_same_in_monitor_status_and_the_report():
+    from raymlops.monitor import describe_performance
+
+    record = {
+        "metric": "accuracy",
+        "value": 0.865,
+        "baseline": 0.9722,
+        "baseline_num_rows": 180,
+        "num_rows": 200,
+        "worse_by": 0.1072,
+        "p_value": 0.00021,
+        "verdict": "degraded",
+    }
+    assert describe_performance(record) == (
+        "accuracy 0.8650 on 200 labelled rows (holdout 0.9722 on 180 rows, worse by 0.1072, p = 0.00021): "
+        "degraded"
+    )
+    older = {"metric": "accuracy", "value": 0.9, "baseline": None, "num_rows": 500, "verdict": "no holdout"}
+    assert (
+        describe_performance(older) == "accuracy 0.9000 on 500 labelled rows (no holdout metric): no holdout"
+    )
