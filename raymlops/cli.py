@@ -1050,14 +1050,15 @@ def _cmd_monitor_report(args: argparse.Namespace) -> int:
 def _cmd_monitor_status(args: argparse.Namespace) -> int:
     import json
 
+    from raymlops._internal import files
     from raymlops.errors import MonitoringError
     from raymlops.monitor import DriftPolicy, MonitorState, describe_performance
 
     config = _monitor_config(args)
-    state = MonitorState.load(config.monitor_dir / "state.json")
+    state = MonitorState.load(config.locations.monitor_state_uri)
     if state is None:
         raise MonitoringError(
-            f"no monitor state for {config.name} under {config.monitor_dir}; "
+            f"no monitor state for {config.name} under {config.locations.monitor_uri}; "
             "`raymlops serve` starts the monitor (monitoring.enabled)"
         )
     retraining = config.retraining
@@ -1094,9 +1095,9 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
         if job.stage == "pending" and job.attempts:  # the Jobs API has not taken it yet
             detail = f"not submitted yet after {job.attempts} attempt(s), retrying: {job.last_error}"
         print(f"  {job.submission_id}  {job.triggered_at}  {status}  {detail}")
-    windows_path = config.monitor_dir / "windows.jsonl"
-    if windows_path.exists() and args.windows > 0:
-        judged = [json.loads(line) for line in windows_path.read_text().splitlines()]
+    windows_text = files.read_text(config.locations.windows_uri) if args.windows > 0 else None
+    if windows_text:
+        judged = [json.loads(line) for line in windows_text.splitlines()]
         rows = []
         for w in [w for w in judged if w.get("kind", "drift") == "drift"][-args.windows :]:
             rows.append(

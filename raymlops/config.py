@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from raymlops.contracts import StorageLocations, is_remote, normalise_home, scheme_of
 from raymlops.errors import ConfigError
 
 __all__ = [
@@ -193,32 +194,50 @@ class SchemaConfig(_Section):
 class StorageConfig(_Section):
     """Where every persistent thing lives; moving to a cluster changes these URIs only."""
 
-    home: str = "./.raymlops"
-    mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
+    home: str = "./.raymlops"  # a folder, file://, s3://, gs:// or abfss://
+    mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db (a local home only)
+    mlflow_artifact_uri: str | None = None  # default: the tracking server's own artifact root
     ray_address: str | None = None  # None: start an embedded local Ray head
 
     @model_validator(mode="after")
     def _check(self) -> StorageConfig:
-        problem = home_uri_problem(self.home)
+        try:
+            home = normalise_home(self.home)
+        except ValueError as e:
+            raise _FieldProblem("home", str(e)) from None
+        problem = tracking_problem(home, self.mlflow_tracking_uri)
         if problem:
-            raise _FieldProblem("home", problem)
+            raise _FieldProblem("mlflow_tracking_uri", problem)
+        artifacts = self.mlflow_artifact_uri
+        if artifacts is not None and not is_remote(artifacts) and is_remote(home):
+            raise _FieldProblem(
+                "mlflow_artifact_uri",
+                f"{artifacts!r} is a local path while storage.home is {home}: other "
+                "nodes could not load the models; use an object-store URI or leave it unset",
+            )
         return self
 
 
-def home_uri_problem(home: str) -> str | None:
-    """Why a storage home cannot be used, or None; an object-store URI would become a local folder.
+def tracking_problem(home_uri: str, tracking_uri: str | None) -> str | None:
+    """Why this tracking URI cannot serve this home, or None: a remote home needs an MLflow server.
 
-    ``s3://bucket/home`` used as a path is a folder named ``s3:`` in the working
-    directory: everything "written to the bucket" stayed on one machine's disk.
+    SQLite (the default beside a local home) is a file on one machine: with the
+    data in a bucket and jobs on any node, the registry would be on one disk.
     """
-    scheme = home.split("://", 1)[0].lower() if "://" in home else None
-    if scheme is None or scheme == "file":
+    if not is_remote(home_uri):
         return None
-    return (
-        f"{home!r} is an object-store URI ({scheme}://); the storage home must be a local or mounted "
-        "folder (or file://) for now. Keep the home on a volume every node mounts, and put the "
-        "training table in the bucket with data.table_uri."
-    )
+    if (
+        tracking_uri is None
+        or tracking_uri.startswith("sqlite:")
+        or scheme_of(tracking_uri) in (None, "file")
+    ):
+        given = "unset (SQLite under the home)" if tracking_uri is None else repr(tracking_uri)
+        return (
+            f"storage.mlflow_tracking_uri is {given} while storage.home is {home_uri}: a local MLflow store "
+            "cannot serve a home every node shares. Set storage.mlflow_tracking_uri to an MLflow server "
+            "(http://HOST:5000 or https://…), or use a local storage.home"
+        )
+    return None
 
 
 class RuntimeConfig(_Section):
@@ -611,51 +630,62 @@ class ProjectConfig(_Section):
     # Resolved locations. Environment variables win over the file so that the
     # same config runs on a laptop and in a cluster job unchanged.
     @property
-    def home_path(self) -> Path:
-        home = os.environ.get(ENV_HOME) or self.storage.home
-        problem = home_uri_problem(home)
-        if problem:  # only the environment can bring one here: the config's own value was checked
+    def home_uri(self) -> str:
+        """The storage home (``RAYMLOPS_HOME`` wins over the file), normalised: an absolute path or a URI.
+
+        Raises:
+            StorageError: ``RAYMLOPS_HOME`` holds a scheme no library here can open.
+        """
+        try:
+            return normalise_home(os.environ.get(ENV_HOME) or self.storage.home)
+        except ValueError as e:  # only the environment can bring one here: the config's own value was checked
             from raymlops.errors import StorageError
 
-            raise StorageError(f"{ENV_HOME}: {problem}")
-        return Path(home.removeprefix("file://")).expanduser().resolve()
+            raise StorageError(f"{ENV_HOME}: {e}") from None
+
+    @property
+    def locations(self) -> StorageLocations:
+        """Every artifact's location, derived from the home in one place (``raymlops.contracts``)."""
+        return StorageLocations(self.home_uri, self.name, self.data.table, self.data.table_uri)
+
+    @property
+    def home_path(self) -> Path:
+        """This node's folder for the home: the home itself when local, else node-local scratch."""
+        return self.locations.scratch_path
 
     @property
     def table_uri(self) -> str:
-        return self.data.table_uri or str(self.home_path / "data" / self.data.table)
+        return self.locations.table_uri
 
     @property
     def quarantine_uri(self) -> str:
-        return f"{self.table_uri}_quarantine"
+        return self.locations.quarantine_uri
 
     @property
     def inference_log_uri(self) -> str:
         """Delta table of every prediction the endpoint made (the monitor reads it)."""
-        return str(self.home_path / "serving" / f"{self.name}_inference_log")
+        return self.locations.inference_log_uri
 
     @property
     def journal_dir(self) -> Path:
-        """The replicas' write-ahead journals of the inference and feedback logs."""
-        return self.home_path / "serving" / f"{self.name}_journal"
+        """The replicas' write-ahead journals of the inference and feedback logs (node-local)."""
+        return self.locations.journal_path
 
     @property
     def feedback_uri(self) -> str:
         """Delta table of ground-truth labels sent to ``POST /feedback``."""
-        return str(self.home_path / "serving" / f"{self.name}_feedback")
+        return self.locations.feedback_uri
 
     def with_resolved_home(self) -> ProjectConfig:
-        """This config with its storage home as an absolute path.
+        """This config with its storage home normalised (an absolute path or a URI).
 
         For another process (an actor, a Ray job) whose working directory and
         environment may differ: it must find the same tables and MLflow store.
         """
-        storage = self.storage.model_copy(update={"home": str(self.home_path)})
+        storage = self.storage.model_copy(
+            update={"home": self.home_uri, "mlflow_tracking_uri": self.mlflow_tracking_uri}
+        )
         return self.model_copy(update={"storage": storage})
-
-    @property
-    def monitor_dir(self) -> Path:
-        """The drift monitor's persisted state, window reports and retrain job results."""
-        return self.home_path / "monitor" / self.name
 
     @property
     def monitor_actor_name(self) -> str:
@@ -664,7 +694,31 @@ class ProjectConfig(_Section):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.storage.mlflow_tracking_uri or f"sqlite:///{self.home_path / 'mlflow.db'}"
+        """The tracking server, or SQLite under a local home.
+
+        Raises:
+            ConfigError: the home (perhaps from ``RAYMLOPS_HOME``) is remote and tracking is local.
+        """
+        home = self.home_uri
+        problem = tracking_problem(home, self.storage.mlflow_tracking_uri)
+        if problem:
+            raise ConfigError([("storage.mlflow_tracking_uri", problem)])
+        return self.storage.mlflow_tracking_uri or f"sqlite:///{Path(home) / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_uri(self) -> str | None:
+        """Where a new experiment keeps its artifacts; None lets the tracking server choose.
+
+        With SQLite the client writes artifacts itself, so they go under the home;
+        with a server they go to ``storage.mlflow_artifact_uri`` or the server's
+        ``--artifacts-destination`` / ``--default-artifact-root``, never to a
+        driver-local folder another node could not read.
+        """
+        if self.storage.mlflow_artifact_uri:
+            return self.storage.mlflow_artifact_uri
+        if self.mlflow_tracking_uri.startswith("sqlite:"):
+            return self.locations.mlflow_artifacts_uri
+        return None
 
     @property
     def ray_address(self) -> str | None:

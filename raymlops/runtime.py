@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ENV_HOME, ProjectConfig
+from raymlops.contracts import is_remote
 from raymlops.errors import RuntimeStartError, StorageError
 
 if TYPE_CHECKING:
@@ -72,9 +73,25 @@ class Runtime:
             ray.shutdown()
 
 
-def ensure_home(config: ProjectConfig) -> Path:
-    """Create the storage home (and its data folder) or say why it cannot be created."""
-    home = config.home_path
+def ensure_home(config: ProjectConfig) -> str:
+    """Create the storage home, or prove an object-store home takes writes, or say why not.
+
+    Returns the home's URI (an absolute path when local).
+
+    Raises:
+        StorageError: naming the home, the cause and the fix (a writable folder, or the
+            store's credential variables).
+    """
+    from raymlops._internal import files
+
+    uri = config.home_uri
+    if is_remote(uri):
+        try:
+            files.probe(uri)
+        except StorageError as e:
+            raise StorageError(f"storage.home {uri} cannot be used: {e}") from None
+        return uri
+    home = Path(uri)
     try:
         (home / "data").mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -86,7 +103,7 @@ def ensure_home(config: ProjectConfig) -> Path:
         raise StorageError(
             f"the storage home {home} is not writable. Set storage.home or {ENV_HOME} to a writable folder."
         )
-    return home
+    return uri
 
 
 def configure_mlflow(config: ProjectConfig) -> str:
@@ -122,7 +139,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     namespace = config.runtime.namespace
     address = config.ray_address
     env_vars = {
-        ENV_HOME: str(config.home_path),
+        ENV_HOME: config.home_uri,
         "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
     }
     started_here = False
@@ -200,7 +217,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
 
 def cluster_record_path(config: ProjectConfig) -> Path:
     """Where an embedded head records its address, so other commands of the project can find it."""
-    return config.home_path / "runtime" / "cluster.json"
+    return config.locations.cluster_record_path
 
 
 def _write_cluster_record(config: ProjectConfig, address: str, dashboard: str | None) -> Path:
@@ -281,7 +298,7 @@ def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
         return {}
     # Short and per home: Ray adds the node id below it, and a Unix socket path must stay
     # under ~107 characters, which a folder under a deep home would exceed.
-    digest = hashlib.sha256(str(config.home_path).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(config.home_uri.encode()).hexdigest()[:10]
     folder = Path(tempfile.gettempdir()) / f"rmh-{digest}"  # HAProxy allows 97 characters
     folder.mkdir(parents=True, exist_ok=True)
     from raymlops._internal.ingress import ENV_HOST

@@ -129,13 +129,27 @@ def output_dim_for(config: ProjectConfig, label_classes: tuple[Any, ...] | None)
     return 1
 
 
-def checkpoint_state(checkpoint_path: str) -> dict[str, Any]:
-    """The training state saved in a checkpoint: epoch, history, best metrics and weights, attempts."""
+def checkpoint_state(checkpoint_uri: str) -> dict[str, Any]:
+    """The training state saved in a checkpoint: epoch, history, best metrics and weights, attempts.
+
+    ``checkpoint_uri`` is wherever Ray Train put it (``storage_path`` may be a
+    bucket, and rank 0 may have run on another node): ``Checkpoint.as_directory``
+    downloads it when it is not on this machine.
+    """
+    import ray.train
     import torch
 
-    blob = torch.load(Path(checkpoint_path) / _STATE_FILE, map_location="cpu", weights_only=False)
+    with ray.train.Checkpoint(checkpoint_uri).as_directory() as folder:
+        blob = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=False)
     state: dict[str, Any] = blob["state"]
     return state
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A ``ray.train.Checkpoint``'s location as one string another process can open (a URI or a path)."""
+    kind = checkpoint.filesystem.type_name if checkpoint.filesystem is not None else "local"
+    scheme = {"s3": "s3", "gcs": "gs", "abfs": "abfss"}.get(kind)
+    return f"{scheme}://{checkpoint.path}" if scheme else str(checkpoint.path)
 
 
 def load_weights(result: TrainResult) -> torch.nn.Module:
@@ -249,7 +263,7 @@ def run(
     loop_config = _loop_config(config, prepared, overrides or {})
     tracking_uri = runtime.configure_mlflow(config)
     run_name = run_name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    storage_path = str(config.home_path / "train")
+    storage_path = config.locations.train_uri
 
     experiment_id = tracking.experiment_id(config)
     tags = {
@@ -344,7 +358,7 @@ def run(
     trained = result_from_checkpoint(
         run_id=run_id,
         run_name=run_name,
-        checkpoint_path=result.checkpoint.path,
+        checkpoint_path=checkpoint_uri(result.checkpoint),
         prepared=prepared,
         hyperparameters=hyperparameters,
     )

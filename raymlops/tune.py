@@ -158,7 +158,7 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         ),
         run_config=tune.RunConfig(
             name=sweep_name,
-            storage_path=str(config.home_path / "tune"),
+            storage_path=config.locations.tune_uri,
             verbose=0,
             callbacks=[groups],
         ),

@@ -72,7 +72,7 @@ def submit_and_follow(
             runtime_env={
                 "working_dir": str(folder),
                 "excludes": UPLOAD_EXCLUDES,
-                "env_vars": {ENV_HOME: str(config.home_path)},
+                "env_vars": {ENV_HOME: config.home_uri},
             },
             metadata={"raymlops": job, "model": config.name},
         )

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.config import ProjectConfig
+from raymlops.contracts import is_remote
+from raymlops.errors import StorageError
 
 KEY_PACKAGES = ("ray", "torch", "mlflow", "deltalake", "pyarrow", "pandas", "numpy", "raymlops")
 MLFLOW_PARAM_MAX_CHARS = 6000  # MLflow 3 accepts 6000 characters per param value
@@ -90,16 +92,36 @@ def environment_tags() -> dict[str, str]:
 
 
 def experiment_id(config: ProjectConfig) -> str:
-    """The project's MLflow experiment, with artifacts under the storage home (not ./mlruns)."""
+    """The project's MLflow experiment, its artifacts where every node can read them.
+
+    With SQLite the client writes artifacts itself, under the storage home (not
+    ``./mlruns`` of whatever directory a process runs in). With a server, the
+    experiment gets ``storage.mlflow_artifact_uri`` or, unset, the server's own
+    artifact root, never a folder on the driver's disk.
+
+    Raises:
+        StorageError: the experiment exists with its artifacts on one machine's disk
+            while the tracking store is a server (other nodes could not load its models).
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(config.name)
+    remote_tracking = not config.mlflow_tracking_uri.startswith("sqlite:")
     if existing is not None:
+        location = str(existing.artifact_location or "")
+        if remote_tracking and (location.startswith("file:") or location.startswith("/")):
+            raise StorageError(
+                f"the MLflow experiment {config.name!r} keeps its artifacts at {location}, on one machine's "
+                f"disk, while tracking is the server {redacted(config.mlflow_tracking_uri)}: other nodes "
+                "could not load its models. Delete or rename that experiment (`mlflow experiments delete`), "
+                "or set storage.mlflow_artifact_uri and create it afresh"
+            )
         return str(existing.experiment_id)
-    artifacts = config.home_path / "mlartifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(config.name, artifact_location=artifacts.as_uri()))
+    artifacts = config.mlflow_artifact_uri
+    if artifacts is not None and not is_remote(artifacts) and artifacts.startswith("file:"):
+        Path(artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return str(client.create_experiment(config.name, artifact_location=artifacts))
 
 
 def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:

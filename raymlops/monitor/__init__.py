@@ -13,7 +13,7 @@
 
 from raymlops.monitor._actor import DriftMonitor, get, start, stop
 from raymlops.monitor._html import ReportPage, table_text, write_report
-from raymlops.monitor._monitor import Ack, Monitor, job_result_path, submission_id, version_reference
+from raymlops.monitor._monitor import Ack, Monitor, job_result_uri, submission_id, version_reference
 from raymlops.monitor._performance import describe as describe_performance
 from raymlops.monitor._production import LabelledRows, labelled_rows
 from raymlops.monitor._report import Decision, DriftPolicy, DriftReport, FeatureDrift, Reference, drift_report
@@ -58,7 +58,7 @@ __all__ = [
     "get",
     "get_test",
     "jensen_shannon",
-    "job_result_path",
+    "job_result_uri",
     "ks",
     "labelled_rows",
     "normalised_wasserstein",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raymlops._internal.files import replace_text
 from raymlops.config import ProjectConfig
 from raymlops.monitor._report import (
     DriftReport,
@@ -191,7 +192,6 @@ def write_report(
         MonitoringError: no champion yet, or nothing logged yet.
     """
     import datetime as dt
-    from pathlib import Path
 
     import pyarrow.dataset as pads
 
@@ -217,8 +217,7 @@ def write_report(
     window = logged.sort_by([(TS, "descending")]).slice(0, size).to_pandas()
     reference, baseline = version_reference(config, champion.version)
     report = drift_report(reference, window, time_column=TS)
-    target = Path(path) if path else config.monitor_dir / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = str(path) if path else config.locations.report_uri
     facts = {
         "model": f"{config.name} version {champion.version} (champion)",
         "window": f"newest {report.num_rows} of {logged.num_rows} logged rows",
@@ -230,8 +229,8 @@ def write_report(
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     page = render_html(report, reference, window, title=f"Drift report: {config.name}", facts=facts)
-    target.write_text(page)
-    return ReportPage(report, str(target), table_text(report))
+    replace_text(target, page)
+    return ReportPage(report, target, table_text(report))
 
 
 def _live_metric(config: ProjectConfig) -> str:
@@ -239,6 +238,6 @@ def _live_metric(config: ProjectConfig) -> str:
     from raymlops.monitor._performance import describe
     from raymlops.monitor._state import MonitorState
 
-    state = MonitorState.load(config.monitor_dir / "state.json")
+    state = MonitorState.load(config.locations.monitor_state_uri)
     perf = state.last_performance if state else None
     return describe(perf) if perf else "no labelled window judged yet"

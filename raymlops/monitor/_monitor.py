@@ -39,12 +39,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from raymlops._internal import files
 from raymlops.config import ENV_JOB_RAY_ADDRESS, ProjectConfig
 from raymlops.monitor._performance import Baseline, DropTest, accuracy_drop, rmse_rise
 from raymlops.monitor._production import read_delta, utc_us
@@ -110,17 +110,13 @@ class Ack:
 
 def submission_id(config: ProjectConfig, trigger_number: int) -> str:
     """The job id for the n-th trigger of this model under this storage home."""
-    home = hashlib.sha256(str(config.home_path).encode()).hexdigest()[:8]
+    home = hashlib.sha256(config.home_uri.encode()).hexdigest()[:8]
     return f"raymlops-retrain-{config.name}-{home}-{trigger_number}"
 
 
-def job_result_path(config: ProjectConfig, sub_id: str) -> Path:
+def job_result_uri(config: ProjectConfig, sub_id: str) -> str:
     """Where a retrain job writes its outcome (the monitor reads it when the job ends)."""
-    return config.monitor_dir / "jobs" / f"{sub_id}.json"
-
-
-def job_config_path(config: ProjectConfig) -> Path:
-    return config.monitor_dir / "config.json"
+    return config.locations.job_uri(sub_id)
 
 
 def live_metric_name(config: ProjectConfig) -> str:
@@ -152,8 +148,8 @@ class Monitor:
         self._load_reference = load_reference or self._registry_reference
         self.schema = inference_log_schema(config)
         self._append = delta_sink(config.inference_log_uri, LOG_TABLE_PROPERTIES)
-        self.state_path = config.monitor_dir / "state.json"
-        self.windows_path = config.monitor_dir / "windows.jsonl"
+        self.state_uri = config.locations.monitor_state_uri
+        self.windows_uri = config.locations.windows_uri
         self.state = MonitorState()
         self.policy = DriftPolicy(self.monitoring.consecutive_windows, self.retraining.cooldown_s)
         self.reference: Reference | None = None
@@ -170,7 +166,7 @@ class Monitor:
     def restore(self) -> None:
         """Load the persisted state and rebuild the open window and the request ids from the log."""
         with self._lock:
-            loaded = MonitorState.load(self.state_path)
+            loaded = MonitorState.load(self.state_uri)
             if loaded is not None:
                 loaded.num_restarts += 1
                 self.state = loaded
@@ -342,8 +338,7 @@ class Monitor:
             "retrain": decision.retrain,
             **report.to_dict(),
         }
-        with open(self.windows_path, "a") as f:
-            f.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+        files.append_line(self.windows_uri, json.dumps(line, sort_keys=True, default=str))
         if self.gauges:
             self.gauges.window(report)
         verdict = "DRIFTED" if report.drifted else "stable"
@@ -503,8 +498,9 @@ class Monitor:
     def _log_performance(self, record: dict[str, Any]) -> None:
         """Keep the judgement in the state and as a line of windows.jsonl (the report reads both)."""
         self.state.last_performance = record
-        with open(self.windows_path, "a") as f:
-            f.write(json.dumps({"kind": "performance", **record}, sort_keys=True, default=str) + "\n")
+        files.append_line(
+            self.windows_uri, json.dumps({"kind": "performance", **record}, sort_keys=True, default=str)
+        )
 
     # ------------------------------------------------------------------ retrain jobs
 
@@ -587,9 +583,8 @@ class Monitor:
 
     def entrypoint(self, job: JobRecord) -> str:
         """The retrain command; the config goes as a file under the storage home, which the job shares."""
-        path = job_config_path(self.config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.config.with_resolved_home().model_dump_json(indent=1))
+        path = self.config.locations.monitor_config_uri
+        files.replace_text(path, self.config.with_resolved_home().model_dump_json(indent=1))
         since = max(
             (j.labels_through_us for j in self.state.jobs if j.labels_through_us is not None), default=None
         )
@@ -610,15 +605,14 @@ class Monitor:
     def job_env(self) -> dict[str, str]:
         from raymlops.config import ENV_HOME
 
-        env = {ENV_HOME: str(self.config.home_path), "MLFLOW_TRACKING_URI": self.config.mlflow_tracking_uri}
+        env = {ENV_HOME: self.config.home_uri, "MLFLOW_TRACKING_URI": self.config.mlflow_tracking_uri}
         if self.cluster_address:
             env[ENV_JOB_RAY_ADDRESS] = self.cluster_address
         return env
 
     def _read_result(self, sub_id: str) -> dict[str, Any] | None:
-        path = job_result_path(self.config, sub_id)
         try:
-            body: dict[str, Any] = json.loads(path.read_text())
+            body: dict[str, Any] = json.loads(files.read_text(job_result_uri(self.config, sub_id)) or "null")
         except (OSError, ValueError):
             return None
         return body
@@ -636,7 +630,7 @@ class Monitor:
     def _save(self) -> None:
         """Persist the state; the policy's streak and last trigger are copied in (the policy owns them)."""
         self.state.streak, self.state.last_retrain_s = self.policy.streak, self.policy.last_retrain_s
-        self.state.save(self.state_path)
+        self.state.save(self.state_uri)
 
     def status(self) -> dict[str, Any]:
         """Everything ``raymlops monitor status`` shows."""

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
-from raymlops._internal.files import replace_text
+from raymlops._internal.files import read_text, replace_text
 
 JOB_PENDING = "pending"  # triggered, not yet accepted by the Jobs API
 JOB_SUBMITTED = "submitted"  # accepted; followed until it ends
@@ -95,13 +94,11 @@ class MonitorState:
         body["labelled"] = [tuple(pair) for pair in body.get("labelled", [])]
         return cls(**body)
 
-    def save(self, path: Path) -> None:
-        """Write to a temporary file and rename it: a crash leaves the old state or the new, never half."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace_text(path, self.to_json(), durable=True)
+    def save(self, uri: str) -> None:
+        """Replace the saved state whole: a crash leaves the old state or the new, never half."""
+        replace_text(uri, self.to_json(), durable=True)
 
     @classmethod
-    def load(cls, path: Path) -> MonitorState | None:
-        if not path.exists():
-            return None
-        return cls.from_json(path.read_text())
+    def load(cls, uri: str) -> MonitorState | None:
+        text = read_text(uri)
+        return None if text is None else cls.from_json(text)

@@ -112,8 +112,9 @@ def demo(
 
     step = step or _silent_step
     say = say or (lambda _m: None)
-    home = runtime.ensure_home(config)
-    demo_dir = home / "demo"
+    runtime.ensure_home(config)
+    home = config.home_uri
+    demo_dir = config.home_path / "demo"  # generated CSVs: local files the driver reads
     demo_dir.mkdir(parents=True, exist_ok=True)
     done: list[tuple[str, bool, str]] = []
     versions: list[DatasetVersion] = []
@@ -226,7 +227,7 @@ def _summary(
     models: list[ModelVersion],
     gates: list[GateReport],
     dashboard_url: str | None,
-    home: Path,
+    home: str,
     *,
     loop: ClosedLoop | None = None,
 ) -> DemoSummary:
@@ -242,7 +243,7 @@ def _summary(
         mlflow_tracking_uri=config.mlflow_tracking_uri,
         quarantine_uri=config.quarantine_uri,
         dashboard_url=dashboard_url,
-        home=str(home),
+        home=home,
         endpoint_url=loop.url if loop else None,
         serving=tuple(loop.served) if loop else (),
         retrain_job=loop.job if loop else None,

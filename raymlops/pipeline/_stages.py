@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ProjectConfig
+from raymlops.contracts import is_remote, join
 from raymlops.data import PreparedData
 from raymlops.errors import ConfigError
 
@@ -214,7 +215,7 @@ def retrain(
             "use letters, digits, '_', '.' and '-', not starting with '.'"
         )
     tag = submission_id or f"manual-{int(time.time())}"
-    folder = config.monitor_dir / "retrain" / tag
+    folder = config.locations.retrain_uri(tag)
     done = _load_progress(folder)
     if "outcome" in done:  # finished before: report it again (the job's result too), change nothing
         say(f"retrain {tag} already finished")
@@ -238,11 +239,11 @@ def retrain(
                 champion_before=before,
             )
             return _record_retrain(config, submission_id, outcome, say)
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows.table, folder / "labelled.parquet")
-        version = data.ingest(
-            str(folder / "labelled.parquet"), config, mode="append", on_invalid="quarantine", progress=say
-        )
+        labelled_uri = join(folder, "labelled.parquet")
+        if not is_remote(labelled_uri):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows.table, labelled_uri)
+        version = data.ingest(labelled_uri, config, mode="append", on_invalid="quarantine", progress=say)
         say(f"data version {version.version}: {version.num_rows} rows (+{version.num_rows_added} production)")
         done = {
             "data_version": version.version,
@@ -339,7 +340,7 @@ _PROGRESS_FILE = "progress.json"
 _SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a folder name, never ".."
 
 
-def _load_progress(folder: Path) -> dict[str, Any]:
+def _load_progress(folder: str) -> dict[str, Any]:
     """The steps a retrain of this submission already finished (empty on its first attempt).
 
     A killed retrain job re-submitted under the same id must not append the
@@ -347,17 +348,19 @@ def _load_progress(folder: Path) -> dict[str, Any]:
     """
     import json
 
-    path = folder / _PROGRESS_FILE
-    return dict(json.loads(path.read_text())) if path.exists() else {}
+    from raymlops._internal.files import read_text
+
+    text = read_text(join(folder, _PROGRESS_FILE))
+    return dict(json.loads(text)) if text else {}
 
 
-def _save_progress(folder: Path, done: dict[str, Any]) -> None:
+def _save_progress(folder: str, done: dict[str, Any]) -> None:
     """Record the finished steps atomically: a kill leaves the old record or the new one, whole."""
     import json
 
     from raymlops._internal.files import replace_text
 
-    replace_text(folder / _PROGRESS_FILE, json.dumps(done, sort_keys=True))
+    replace_text(join(folder, _PROGRESS_FILE), json.dumps(done, sort_keys=True))
 
 
 def _record_retrain(
@@ -366,12 +369,14 @@ def _record_retrain(
     import json
 
     from raymlops import monitor
+    from raymlops._internal.files import replace_text
 
     say(f"retrain {outcome.outcome}: {outcome.detail}")
     if submission_id:
-        path = monitor.job_result_path(config, submission_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(outcome.summary(), sort_keys=True, default=str))
+        replace_text(
+            monitor.job_result_uri(config, submission_id),
+            json.dumps(outcome.summary(), sort_keys=True, default=str),
+        )
     return outcome
 
 

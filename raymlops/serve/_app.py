@@ -806,6 +806,6 @@ def build(config: ProjectConfig, *, user_config: dict[str, Any] | None = None) -
 def portable_config(config: ProjectConfig) -> ProjectConfig:
     """The config with its storage locations resolved, so a replica anywhere finds the same stores."""
     storage = config.storage.model_copy(
-        update={"home": str(config.home_path), "mlflow_tracking_uri": config.mlflow_tracking_uri}
+        update={"home": config.home_uri, "mlflow_tracking_uri": config.mlflow_tracking_uri}
     )
     return config.model_copy(update={"storage": storage})

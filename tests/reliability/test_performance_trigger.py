@@ -12,6 +12,7 @@ every ``performance_step`` new ones) judges the labelled production rows.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def _feed(monitor: Monitor, predicted, actual, now_s: float) -> list[str]:
 
 
 def _judged(monitor: Monitor) -> list[dict]:
-    lines = monitor.windows_path.read_text().splitlines()
+    lines = Path(monitor.windows_uri).read_text().splitlines()
     return [w for w in map(json.loads, lines) if w["kind"] == "performance"]
 
 

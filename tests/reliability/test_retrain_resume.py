@@ -139,7 +139,7 @@ def test_a_killed_retrain_driver_resumes_from_its_checkpoint_and_appends_once(re
     again = pipeline.retrain(retrain_cfg, submission_id=SUBMISSION)
     assert (again.outcome, again.model_version) == (outcome["outcome"], outcome["model_version"])
     # a driver killed after its promotion (or rejection) but before recording it ends the same way
-    progress = cfg.monitor_dir / "retrain" / SUBMISSION / "progress.json"
+    progress = Path(cfg.locations.retrain_uri(SUBMISSION)) / "progress.json"
     recorded = json.loads(progress.read_text())
     del recorded["outcome"]
     progress.write_text(json.dumps(recorded))

@@ -215,21 +215,62 @@ def test_search_space_becomes_tune_samplers(tmp_path):
     assert (space["dropout"].lower, space["dropout"].upper) == (0.0, 0.5)
 
 
-@pytest.mark.parametrize(
-    "home", ["s3://bucket/home", "gs://bucket/home", "abfss://c@a.dfs.core.windows.net/h"]
-)
-def test_an_object_store_home_is_refused_instead_of_becoming_a_local_folder(tmp_path, home):
-    with pytest.raises(ConfigError) as info:
-        parse_config(demo_raw_config(tmp_path, storage={"home": home}))
-    assert "storage.home" in str(info.value) and "data.table_uri" in str(info.value)
-    assert not (tmp_path / home.split("://")[0]).exists()
+OBJECT_STORE_HOMES = ["s3://bucket/home", "gs://bucket/home", "abfss://c@a.dfs.core.windows.net/h"]
 
 
-def test_a_file_uri_home_is_a_local_folder_and_a_uri_from_the_environment_is_refused(tmp_path, monkeypatch):
-    from raymlops.errors import StorageError
+@pytest.mark.parametrize("home", OBJECT_STORE_HOMES)
+def test_an_object_store_home_derives_every_location_and_never_becomes_a_local_folder(tmp_path, home):
+    config = parse_config(
+        demo_raw_config(
+            tmp_path, storage={"home": home + "/", "mlflow_tracking_uri": "http://127.0.0.1:5000"}
+        )
+    )
+    places = config.locations
+    assert config.home_uri == home and places.remote
+    uris = [
+        config.table_uri,
+        config.quarantine_uri,
+        config.inference_log_uri,
+        config.feedback_uri,
+        places.train_uri,
+        places.tune_uri,
+        places.alias_history_uri(),
+        places.alias_lock_uri("churn"),
+        places.monitor_state_uri,
+        places.windows_uri,
+        places.monitor_config_uri,
+        places.report_uri,
+        places.job_uri("raymlops-retrain-x"),
+        places.retrain_uri("manual-1"),
+    ]
+    assert all(u.startswith(home + "/") for u in uris), uris
+    assert config.table_uri == f"{home}/data/training"
+    assert config.mlflow_artifact_uri is None  # the server chooses
+    assert "://" not in str(config.journal_dir) and config.journal_dir.is_absolute()
+    assert not (tmp_path / home.split("://")[0]).exists() and not Path(home.split("://")[0] + ":").exists()
 
+
+@pytest.mark.parametrize("tracking", [None, "sqlite:///tmp/mlflow.db", "/tmp/mlruns", "file:///tmp/mlruns"])
+def test_a_remote_home_with_local_tracking_names_both_keys(tmp_path, tracking):
+    storage = {"home": "s3://bucket/home", **({"mlflow_tracking_uri": tracking} if tracking else {})}
+    err = _error(demo_raw_config(tmp_path, storage=storage))
+    assert err.paths == ["storage.mlflow_tracking_uri"]
+    assert "storage.home is s3://bucket/home" in str(err) and "MLflow server" in str(err)
+
+
+def test_an_unknown_scheme_or_a_bucketless_home_is_a_config_error(tmp_path):
+    err = _error(demo_raw_config(tmp_path, storage={"home": "hdfs://nn/home"}))
+    assert err.paths == ["storage.home"] and "s3://" in str(err) and "abfss://" in str(err)
+    err = _error(demo_raw_config(tmp_path, storage={"home": "s3://", "mlflow_tracking_uri": "http://h:5000"}))
+    assert err.paths == ["storage.home"] and "names no bucket" in str(err)
+
+
+def test_a_file_uri_home_is_a_local_folder_and_an_environment_home_needs_a_server(tmp_path, monkeypatch):
     config = parse_config(demo_raw_config(tmp_path, storage={"home": f"file://{tmp_path}/home"}))
-    assert config.home_path == tmp_path / "home"
+    assert config.home_path == tmp_path / "home" and config.home_uri == str(tmp_path / "home")
+    assert config.mlflow_artifact_uri == (tmp_path / "home" / "mlartifacts").as_uri()
     monkeypatch.setenv("RAYMLOPS_HOME", "s3://bucket/home")
-    with pytest.raises(StorageError, match="RAYMLOPS_HOME: 's3://bucket/home'"):
-        _ = config.home_path
+    assert config.table_uri == "s3://bucket/home/data/training"
+    with pytest.raises(ConfigError, match=r"storage\.mlflow_tracking_uri") as info:
+        _ = config.mlflow_tracking_uri
+    assert "storage.home is s3://bucket/home" in str(info.value)

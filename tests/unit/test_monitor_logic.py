@@ -9,6 +9,7 @@ outcome it records). The real ``JobSubmissionClient`` path runs in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -17,7 +18,7 @@ from deltalake import DeltaTable, write_deltalake
 from raymlops.data._demo import CATEGORICAL as DEMO_CATEGORICAL
 from raymlops.data._demo import NUMERIC, generate
 from raymlops.data._profile import build_profile
-from raymlops.monitor import Monitor, MonitorState, Reference, job_result_path, submission_id
+from raymlops.monitor import Monitor, MonitorState, Reference, job_result_uri, submission_id
 from raymlops.monitor._monitor import JobExistsError
 from raymlops.monitor._performance import Baseline
 from raymlops.serve._log import Prediction, feedback_schema, inference_log_schema, prediction_table
@@ -161,9 +162,9 @@ def test_a_trigger_survives_a_crash_before_submission_and_is_not_submitted_twice
     monitor.check()
     sub_id = monitor.state.jobs[0].submission_id
     assert jobs.submitted == [sub_id]
-    state = MonitorState.load(monitor.state_path)
+    state = MonitorState.load(monitor.state_uri)
     state.jobs[0].stage = "pending"  # as if the submission's success was never persisted
-    state.save(monitor.state_path)
+    state.save(monitor.state_uri)
     restarted = _monitor(config2, profile, clock, jobs=jobs)
     restarted.check()
     assert jobs.submitted == [sub_id]  # refused as a duplicate, then followed
@@ -262,7 +263,7 @@ def test_one_job_at_a_time_then_the_outcome_and_the_cooldown(config, profile):
     events = monitor.check()
     assert any("still RUNNING" in e for e in events), events
     assert len(jobs.submitted) == 1
-    path = job_result_path(config, sub_id)
+    path = Path(job_result_uri(config, sub_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"outcome": "rejected", "detail": "gate said no", "model_version": 2}))
     jobs.statuses[sub_id] = "SUCCEEDED"
@@ -285,7 +286,7 @@ def test_stationary_traffic_never_triggers(config, profile):
         monitor.ingest(_batch(config, 60, seed=100 + i, prefix=f"n{i}"))
         monitor.check()
     assert monitor.state.num_windows == 10 and monitor.state.num_triggers == 0
-    lines = (config.monitor_dir / "windows.jsonl").read_text().splitlines()
+    lines = Path(config.locations.windows_uri).read_text().splitlines()
     assert len(lines) == 10 and json.loads(lines[0])["prediction"]["feature"] == "prediction"
 
 
@@ -321,6 +322,6 @@ def test_a_window_spans_the_requests_own_time_when_they_sent_it(config, profile)
     assert sent.null_count == 0  # the demo's rows carry their event time, as a data row does
     monitor.ingest(batch)
     monitor.check()
-    (line,) = [json.loads(x) for x in (config.monitor_dir / "windows.jsonl").read_text().splitlines()]
+    (line,) = [json.loads(x) for x in Path(config.locations.windows_uri).read_text().splitlines()]
     assert line["window_start"] == min(sent.to_pylist()).isoformat()
     assert line["window_end"] == max(sent.to_pylist()).isoformat()
