@@ -444,6 +444,35 @@ def _parser() -> argparse.ArgumentParser:
     monitor_retrain.add_argument("--address", help=_ADDRESS_HELP)
     _add_config(monitor_retrain)
     monitor_retrain.set_defaults(handler=_cmd_monitor_retrain)
+
+    cluster_cmd = sub.add_parser(
+        "cluster",
+        help="preflight checks of a Ray cluster for raymlops",
+        description="Checks a platform engineer runs after `ray up` or a KubeRay deploy.",
+    )
+    cluster_cmd.set_defaults(handler=lambda _a: _usage(cluster_cmd))
+    cluster_sub = cluster_cmd.add_subparsers(title="cluster commands", metavar="COMMAND")
+    cluster_check = cluster_sub.add_parser(
+        "check",
+        help="on every node: the storage home takes a write, MLflow answers, the champion loads",
+        description=(
+            "Run one task pinned to each alive node of the cluster at --address / RAY_ADDRESS, with that "
+            "node's own environment: write, read back and delete a probe under storage.home (proving "
+            "its credentials), call the MLflow server at storage.mlflow_tracking_uri, and load "
+            "models:/NAME@champion when there is one. Prints one row per node; exits 0 when every node "
+            "passed, 1 naming each failing node and part. A local-folder home that some node does not "
+            "share is refused before any task runs (exit 2)."
+        ),
+    )
+    cluster_check.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS)")
+    cluster_check.add_argument(
+        "--timeout-s",
+        type=float,
+        default=300.0,
+        help="how long a node may take to run its check (default 300)",
+    )
+    _add_config(cluster_check)
+    cluster_check.set_defaults(handler=_cmd_cluster_check)
     return parser
 
 
@@ -1029,6 +1058,20 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     config = _config(args)
     path = args.config or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
     return submit_and_follow(args.job, config, path, address=args.address, job_args=args.job_args)
+
+
+def _cmd_cluster_check(args: argparse.Namespace) -> int:
+    from raymlops.preflight import check_cluster
+
+    config = _config(args)
+    _attach(args, config)
+
+    def run() -> int:
+        report = check_cluster(config, timeout_s=args.timeout_s)
+        print(report.render())
+        return 0 if report.ok else 1
+
+    return _with_runtime(config, run)
 
 
 def _monitor_config(args: argparse.Namespace) -> ProjectConfig:

@@ -434,6 +434,9 @@ class ServingConfig(_Section):
     max_rows_per_request: Annotated[int, Field(ge=1)] = 1000
     unknown_category: Literal["reject", "allow"] = "reject"
     ingress: Literal["haproxy", "python"] = "haproxy"  # Ray Serve's HTTP ingress on an embedded Ray
+    # where Serve runs its HTTP proxies: EveryNode (Ray's default: any node answers on `port`),
+    # HeadOnly (one entry point; also for several Ray nodes sharing one machine and so one port)
+    proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
     # HAProxy's stats page and Prometheus frontend, bound on `host` (the next free port when taken)
     haproxy_stats_port: Annotated[int, Field(ge=1, le=65535)] = 8404
     haproxy_metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9101

@@ -125,13 +125,19 @@ def configure_mlflow(config: ProjectConfig) -> str:
     return uri
 
 
+_SHARED: set[tuple[str, str]] = set()  # (cluster, local home) pairs proven shared by every node
+
+
 def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     """Start an embedded Ray head or attach to the configured cluster.
 
     Re-uses Ray when this process already initialised it (tests share one cluster).
+    Attached to a cluster of several nodes, a local-folder home must be one every
+    node sees (a shared mount); otherwise nothing starts.
 
     Raises:
         RuntimeStartError: Ray could not be started or the address could not be reached.
+        StorageError: the home cannot be written, or is a local folder other nodes do not share.
     """
     import ray
 
@@ -202,6 +208,11 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     _configure_ray_data()
     context = ray.get_runtime_context()
     gcs_address = context.gcs_address
+    if not started_here and not is_remote(config.home_uri) and (gcs_address, config.home_uri) not in _SHARED:
+        from raymlops._internal.nodes import check_home_shared
+
+        check_home_shared(Path(config.home_uri))  # several nodes: a folder only one of them sees is refused
+        _SHARED.add((gcs_address, config.home_uri))
     dashboard = dashboard_url()
     record = _write_cluster_record(config, gcs_address, dashboard) if started_here else None
     return Runtime(

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlops._internal.nodes import alive_nodes
 from raymlops.config import ProjectConfig
 from raymlops.data import _digest, _store
 from raymlops.data._results import DatasetVersion, RuleViolation, ValidationReport
@@ -82,6 +83,7 @@ def ingest(
     rules = column_rules(schema)
     table_uri = _store.normalise_uri(config.table_uri)
     _store.check_writable(table_uri)
+    source_uri = _store.normalise_uri(source_uri)  # a relative path means the driver's folder, not a worker's
     fmt = detect_format(source_uri, config.data.format)
     say(f"reading {source_uri} ({fmt})")
     try:
@@ -194,6 +196,8 @@ def _read(source_uri: str, fmt: str) -> ray.data.Dataset:
     # Few, large blocks: every pass below is vectorised per block, and on a small
     # cluster per-block task overhead, not the work, dominates with hundreds of blocks.
     num_blocks = max(2, int(ray.cluster_resources().get("CPU", 2)))
+    if "://" not in source_uri and len(alive_nodes()) > 1:
+        return _read_on_driver(source_uri, fmt, num_blocks)
     if fmt == "csv":
         # Empty cells are missing values, not empty strings.
         options = pacsv.ConvertOptions(strings_can_be_null=True)
@@ -209,6 +213,30 @@ def _read(source_uri: str, fmt: str) -> ray.data.Dataset:
                 )
         return ray.data.read_parquet(source_uri, override_num_blocks=num_blocks)
     return ray.data.read_delta(source_uri, override_num_blocks=num_blocks)
+
+
+def _read_on_driver(path: str, fmt: str, num_blocks: int) -> ray.data.Dataset:
+    """A local file read here: Ray Data's read tasks could run on a node that does not have it.
+
+    The rows then travel to the cluster through the object store; a source too
+    large for the driver's memory belongs in object storage (pass its URI).
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    import ray.data
+
+    if not Path(path).exists():
+        raise DataSourceError(f"{path} does not exist on the machine running this command")
+    if fmt == "csv":
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    elif fmt == "parquet":
+        table = pq.read_table(path)
+    else:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(path).to_pyarrow_table()
+    step = max(1, -(-table.num_rows // num_blocks))
+    return ray.data.from_arrow([table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)])
 
 
 def _parquet_row_groups(path: str, metadata: Any) -> ray.data.Datasource:

@@ -96,6 +96,7 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
     try:
         serve.start(
             http_options={"host": serving.host, "port": serving.port},
+            proxy_location=serving.proxy_location,
             # the controller and proxies log every config change at INFO; keep the terminal for warnings
             logging_config={"log_level": "WARNING", "enable_access_log": serving.access_log},
         )
@@ -229,7 +230,7 @@ def serve_config(
     serving = config.serving
     deployment = deployment_options(config)
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": config.serving.proxy_location,
         "http_options": {"host": serving.host, "port": serving.port},
         "applications": [
             {

@@ -96,16 +96,24 @@ def foreign_head() -> Iterator[str]:
 
 def stop_by_marker(marker: str) -> None:
     """Stop only the processes of this head (their command lines name its temp dir)."""
-    mine = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any(marker in part for part in (proc.info["cmdline"] or [])):
-            mine.append(proc)
-    for proc in mine:
+    found = [
+        proc
+        for proc in psutil.process_iter(["pid", "cmdline"])
+        if proc.pid != os.getpid() and any(marker in part for part in (proc.info["cmdline"] or []))
+    ]
+    mine = {proc.pid: proc for proc in found}
+    for proc in found:  # Ray's client server and autoscaler monitor may not name the temp dir
+        try:
+            mine.update({child.pid: child for child in proc.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    mine.pop(os.getpid(), None)
+    for proc in mine.values():
         try:
             proc.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(mine, timeout=15)
+    _, alive = psutil.wait_procs(list(mine.values()), timeout=15)
     for proc in alive:
         proc.kill()
 
