@@ -750,7 +750,10 @@ def parse_config(raw: Any, source: str | None = None) -> ProjectConfig:
 
 
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
-    """Read and validate one YAML config file.
+    """Read and validate one YAML config file, a local path or a URI under the storage home.
+
+    A retrain job reads the config its monitor left under an object-store
+    home (``<home>/monitor/<name>/config.json``), on whichever node it runs.
 
     Raises:
         ConfigError: the file is missing, is not valid YAML, or has a bad key or value.
@@ -759,11 +762,19 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
 
     source = str(path)
     try:
-        text = Path(path).read_text()
+        if is_remote(source):
+            from raymlops._internal.files import read_text
+
+            remote = read_text(source)
+            if remote is None:
+                raise FileNotFoundError(source)
+            text = remote
+        else:
+            text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError([("", f"file not found: {source}; pass --config PATH")], source) from None
-    except OSError as e:
-        raise ConfigError([("", f"cannot read {source}: {e.strerror}")], source) from None
+    except OSError as e:  # StorageError too: an unreachable store
+        raise ConfigError([("", f"cannot read {source}: {e.strerror or e}")], source) from None
     except UnicodeDecodeError as e:
         raise ConfigError(
             [("", f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); save it as UTF-8")],

@@ -514,10 +514,16 @@ def _write_delta(valid: ray.data.Dataset, table_uri: str, mode: str) -> None:
     save_mode = SaveMode.OVERWRITE if mode == "overwrite" else SaveMode.APPEND
     try:
         valid.write_delta(table_uri, mode=save_mode, schema_mode="error")
-    except Exception as e:  # a full disk, lost permissions: the commit never happened
+    except Exception as e:  # a full disk, lost permissions, an unreachable bucket: no commit happened
+        fix = (
+            "check that the bucket exists and that every node has the store's credentials and can reach it "
+            "(`raymlops cluster check`)"
+            if "://" in table_uri
+            else "free space or fix the permissions"
+        )
         raise StorageError(
             f"cannot write to the table {table_uri}: {_root_cause(e)}. No new version was committed; "
-            "free space or fix the permissions and ingest again."
+            f"{fix} and ingest again."
         ) from e
 
 

@@ -126,8 +126,6 @@ def test_an_s3_home_without_credentials_names_the_uri_and_the_variables(cluster,
 
 
 def test_the_whole_loop_runs_on_two_nodes_with_every_artifact_in_the_bucket(cluster, tmp_path):
-    import boto3
-
     raw = _raw(cluster)
     config = _write_config(tmp_path, raw)
     env = cluster.env()
@@ -140,9 +138,7 @@ def test_the_whole_loop_runs_on_two_nodes_with_every_artifact_in_the_bucket(clus
 
     # the pipeline as a Ray job, its source in the bucket
     source = _demo_csv(tmp_path / "more.csv", 1500, seed=2)
-    boto3.client("s3", endpoint_url=cluster.s3_env["AWS_ENDPOINT_URL"]).upload_file(
-        str(source), cluster.bucket, "sources/more.csv"
-    )
+    cluster.s3().upload_file(str(source), cluster.bucket, "sources/more.csv")
     submission = "raymlops-two-node-pipeline"
     jobs_env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}  # it would override --address
     job = subprocess.run(
@@ -179,7 +175,8 @@ def test_the_whole_loop_runs_on_two_nodes_with_every_artifact_in_the_bucket(clus
         text=True,
         timeout=120,
     )
-    assert "SUCCEEDED" in status.stdout + status.stderr, job.stdout[-4000:] + job.stderr[-4000:]
+    assert f"Job '{submission}' succeeded" in status.stdout, job.stdout[-4000:] + job.stderr[-4000:]
+    assert job.returncode == 0 and '"promoted": true' in job.stdout, job.stdout[-3000:]
 
     # serving, traffic and the monitor's retrain, driven from a process attached to the cluster
     config_json = tmp_path / "config.json"
@@ -195,7 +192,7 @@ def test_the_whole_loop_runs_on_two_nodes_with_every_artifact_in_the_bucket(clus
         timeout=1200,
     )
     assert loop.returncode == 0, loop.stdout[-3000:] + loop.stderr[-6000:]
-    result = json.loads(loop.stdout.strip().splitlines()[-1])
+    result = json.loads(next(x for x in reversed(loop.stdout.splitlines()) if x.startswith('{"lines"')))
     context = "\n".join(result["lines"])
     nodes = result["nodes"]
     # the first training's two workers ran one on each node

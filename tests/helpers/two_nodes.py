@@ -67,10 +67,13 @@ class TwoNodes:
         ids: dict[str, str] = _probe(self.gcs_address)["ids"]
         return ids
 
-    def bucket_keys(self) -> list[str]:
+    def s3(self) -> Any:
         import boto3
 
-        s3 = boto3.client("s3", **_boto_args(self.s3_env))
+        return boto3.client("s3", **_boto_args(self.s3_env))
+
+    def bucket_keys(self) -> list[str]:
+        s3 = self.s3()
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             keys += [o["Key"] for o in page.get("Contents", [])]
@@ -154,6 +157,8 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
         moto_port = free_port()
         moto = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            # node 2 calls it s3.node2: path-style buckets, not a bucket named "s3" from the host name
+            env={**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"},
             stdout=open(logs / "moto.log", "wb"),  # noqa: SIM115 - the child owns it
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -240,7 +245,8 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
 
         node2_dir = folder / "n2"
         markers.append(str(node2_dir))
-        worker_low = free_port()
+        # below Linux's ephemeral range (32768+), where free_port() picks every other port
+        worker_low = 20000 + int.from_bytes(os.urandom(2), "big") % 9000
         ray_start = " ".join(
             [
                 sys.executable,
@@ -257,8 +263,8 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
                 f"--dashboard-agent-listen-port={free_port()}",
                 f"--dashboard-agent-grpc-port={free_port()}",
                 f"--runtime-env-agent-port={free_port()}",
-                f"--min-worker-port={min(worker_low, 60000)}",
-                f"--max-worker-port={min(worker_low, 60000) + 200}",
+                f"--min-worker-port={worker_low}",
+                f"--max-worker-port={worker_low + 200}",
                 "--disable-usage-stats",
                 "--block",
             ]
