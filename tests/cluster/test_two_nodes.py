@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import demo_raw_config
+from tests.helpers.cli import run_cli
 from tests.helpers.head import free_port
 from tests.helpers.two_nodes import TwoNodes, two_node_cluster
 
@@ -73,17 +74,8 @@ def _write_config(folder: Path, raw: dict[str, Any]) -> Path:
     return path
 
 
-def _cli(
-    args: list[str], env: dict[str, str], cwd: Path, timeout_s: float = 600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "raymlops.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+def _cli(args: list[str], env: dict[str, str], cwd: Path, timeout_s: int = 600) -> Any:
+    return run_cli(args, cwd, env, timeout_s=timeout_s)
 
 
 def _files_under(folder: Path) -> list[str]:

@@ -33,9 +33,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_head(prefix: str, *options: str) -> tuple[Path, int]:
+def _start_head(
+    prefix: str, *options: str, extra_env: dict[str, str] | None = None, parent: str = "/tmp"
+) -> tuple[Path, int]:
     """`ray start --head` in a temp dir of its own, which finds its processes; returns it and the GCS port."""
-    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: Ray's socket paths are limited
+    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # short: Ray's socket paths are limited
     gcs_port = free_port()
     started = subprocess.run(
         [
@@ -49,7 +51,7 @@ def _start_head(prefix: str, *options: str) -> tuple[Path, int]:
             "--disable-usage-stats",
             *options,
         ],
-        env=client_env(),
+        env={**client_env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=180,

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.head import client_env, free_port, stop_by_marker, wait_for_job_agent
+from tests.helpers.head import _start_head, client_env, free_port, stop_by_marker, wait_for_job_agent
 
 S3_NAME = "s3.node2"
 
@@ -150,7 +150,7 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
     """Start S3, MLflow and the two nodes; stop every process it started on exit."""
     folder = Path(tempfile.mkdtemp(prefix="rmo-2n-", dir="/tmp"))  # short: Ray's socket paths are limited
     processes: list[subprocess.Popen[bytes]] = []
-    markers: list[str] = []
+    markers = [str(folder)]  # every Ray process of both nodes names a folder under it
     logs = folder / "logs"
     logs.mkdir()
     try:
@@ -214,37 +214,22 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
         hosts_file = folder / "node2-hosts"
         hosts_file.write_text(f"127.0.0.1 localhost\n127.0.0.1 {S3_NAME}\n")
 
-        gcs_port, dashboard_port = free_port(), free_port()
-        head_dir = folder / "h"
-        markers.append(str(head_dir))
-        head = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ray.scripts.scripts",
-                "start",
-                "--head",
-                f"--port={gcs_port}",
-                f"--temp-dir={head_dir}",
-                f"--num-cpus={num_cpus_per_node}",
-                '--resources={"head": 1}',
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dashboard_port}",
-                "--include-dashboard=true",
-                f"--dashboard-agent-listen-port={free_port()}",
-                f"--ray-client-server-port={free_port()}",
-                "--disable-usage-stats",
-            ],
-            env={**client_env(), **s3_env, "XDG_CACHE_HOME": str(caches["head"])},
-            capture_output=True,
-            text=True,
-            timeout=180,
+        dashboard_port = free_port()
+        _, gcs_port = _start_head(
+            "h",
+            f"--num-cpus={num_cpus_per_node}",
+            '--resources={"head": 1}',
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            "--include-dashboard=true",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            extra_env={**s3_env, "XDG_CACHE_HOME": str(caches["head"])},
+            parent=str(folder),
         )
-        assert head.returncode == 0, head.stdout + head.stderr
         gcs_address = f"127.0.0.1:{gcs_port}"
 
         node2_dir = folder / "n2"
-        markers.append(str(node2_dir))
         # below Linux's ephemeral range (32768+), where free_port() picks every other port
         worker_low = 20000 + int.from_bytes(os.urandom(2), "big") % 9000
         ray_start = " ".join(
