@@ -40,6 +40,7 @@ __all__ = [
     "MonitoringError",
     "PromotionError",
     "RayMLOpsError",
+    "RegistryUnavailableError",
     "RuntimeStartError",
     "StorageError",
     "TrainingError",
@@ -134,6 +135,10 @@ class PromotionError(RayMLOpsError, RuntimeError):
 
 class MonitoringError(RayMLOpsError, RuntimeError):
     """The drift monitor cannot answer: no champion to compare with, nothing logged, or no monitor running."""
+
+
+class RegistryUnavailableError(RayMLOpsError, ConnectionError):
+    """The model registry did not answer (server down, network, timeout): not the same as "no model"."""
 
 
 class StorageError(RayMLOpsError, OSError):

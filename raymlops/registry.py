@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from raymlops.config import ProjectConfig
 from raymlops.contracts import is_remote
-from raymlops.errors import ConfigError, PromotionError, StorageError, VersionNotFoundError
+from raymlops.errors import (
+    ConfigError,
+    PromotionError,
+    RegistryUnavailableError,
+    StorageError,
+    VersionNotFoundError,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -499,7 +505,7 @@ def history(config: ProjectConfig, name: str | None = None) -> list[AliasMove]:
 
 def champion_at(config: ProjectConfig, when: dt.datetime, name: str | None = None) -> int | None:
     """The champion version at time ``when`` (naive times are taken as UTC), from the history."""
-    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
     moves = [m for m in history(config, name) if m.alias == CHAMPION and m.ts <= when]
     return moves[-1].to_version if moves else None
 
@@ -520,18 +526,33 @@ class Rollout:
 
 
 def rollout(config: ProjectConfig, name: str | None = None) -> Rollout:
-    """The current rollout of a model (no champion yet: ``champion_version`` is None)."""
+    """The current rollout of a model (no champion yet: ``champion_version`` is None).
+
+    Raises:
+        RegistryUnavailableError: the registry did not answer. Only a model that
+            does not exist means "no champion"; a server that is down must not
+            make the endpoint drop the models it serves.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from raymlops import runtime
+    from raymlops._internal.tracking import redacted
 
     name = name or config.name
     client = mlflow.MlflowClient(runtime.configure_mlflow(config))
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
-        return Rollout(name, None, None, 0.0, False)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no model yet: no champion
+            return Rollout(name, None, None, 0.0, False)
+        raise RegistryUnavailableError(
+            f"the registry at {redacted(client.tracking_uri)} did not answer for {name}: {e}"
+        ) from e
+    except (OSError, ConnectionError) as e:  # requests' errors, a refused socket
+        raise RegistryUnavailableError(
+            f"the registry at {redacted(client.tracking_uri)} did not answer for {name}: {e}"
+        ) from e
     aliases = {alias: int(version) for alias, version in (model.aliases or {}).items()}
     tags = dict(model.tags or {})
     challenger = aliases.get(CHALLENGER)
@@ -673,7 +694,7 @@ def _record(
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     operation = uuid.uuid4().hex
     who = actor or _actor()
     rows = tuple(

@@ -99,7 +99,7 @@ def generate(
     prob = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(n) < prob).astype(np.int64)
 
-    start = start or dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     times = np.datetime64(start.replace(tzinfo=None), "us") + np.arange(n) * np.timedelta64(1, "s")
     arrays = {name: pa.array(cols[name]) for name in NUMERIC}
     arrays.update({name: pa.array(cats[name]) for name in CATEGORICAL})

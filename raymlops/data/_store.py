@@ -107,7 +107,7 @@ def quarantine_schema() -> pa.Schema:
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def check_writable(table_uri: str) -> None:

@@ -144,7 +144,7 @@ def gate(
     champion = _evaluate_version(config, champion_mv, dataset_version, rows, say) if champion_mv else None
     checks = check(challenger, champion, config)
     report = GateReport(
-        report_id=f"gate-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        report_id=f"gate-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
         model_name=challenger_mv.name,
         challenger_version=challenger_mv.version,
         champion_version=champion_mv.version if champion_mv else None,

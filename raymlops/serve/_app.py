@@ -70,6 +70,10 @@ _LOG = logging.getLogger("raymlops.serve")
 REQUEST_ID_HEADER = "x-request-id"
 _LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 _BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+REGISTRY_ERROR_LOG_INTERVAL_S = 60.0
+# a replica asks the registry every serving.watch_interval_s: MLflow's default (7 retries with a
+# doubling backoff) would hide an outage for minutes; the watcher retries by itself
+_MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +162,8 @@ class Server:
         self.request_model = request_model(schema, unknown_category=self.serving.unknown_category)
         self.feedback_model = feedback_model(schema)
         self.token_digest = _token_digest(config, token_sha256)
+        for key, value in _MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self.state = _State(registry.Rollout(config.name, None, None, 0.0, False), None, None)
         self._cache: dict[int, _Loaded] = {}
         # the ids this replica answered lately, and the key that marks ids this endpoint issued
@@ -284,11 +290,38 @@ class Server:
         return loaded
 
     def _watch(self) -> None:
+        """Follow the registry; while it does not answer, keep serving what is loaded and retry.
+
+        Each failed refresh is counted (``raymlops_registry_errors``); the log
+        says so once when the outage starts, at most once a minute while it
+        lasts, and once when the registry answers again.
+        """
+        failing_since: float | None = None
+        logged_at = 0.0
         while not self._stop.wait(self.serving.watch_interval_s):
             try:
                 self.refresh()
-            except Exception as e:  # the registry may be briefly unreachable: keep serving, retry
-                _LOG.warning("model watcher could not refresh: %s: %s", type(e).__name__, e)
+            except Exception as e:  # the registry may be unreachable: the served models stay
+                self._metrics.registry_errors.inc(tags={"error": type(e).__name__})
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - logged_at >= REGISTRY_ERROR_LOG_INTERVAL_S:
+                    logged_at = now
+                    _LOG.warning(
+                        "model watcher: the registry did not answer for %.0f s (%s: %s); still serving "
+                        "champion %s, retrying every %.1f s",
+                        now - failing_since,
+                        type(e).__name__,
+                        str(e)[:300],
+                        self.state.rollout.champion_version,
+                        self.serving.watch_interval_s,
+                    )
+                continue
+            if failing_since is not None:
+                _LOG.warning(
+                    "model watcher: the registry answers again after %.0f s", time.monotonic() - failing_since
+                )
+                failing_since, logged_at = None, 0.0
 
     def close(self) -> None:
         self._stop.set()
@@ -683,6 +716,11 @@ class _Metrics:
             description="Rows predicted by both champion and shadow challenger.",
             tag_keys=_tags("model", "model_version", "shadow_version"),
         )
+        self.registry_errors = metrics.Counter(
+            "raymlops_registry_errors",
+            description="Refreshes of the served models that failed because the registry did not answer.",
+            tag_keys=_tags("model", "error"),
+        )
         self.shadow_disagreed = metrics.Counter(
             "raymlops_shadow_disagreements",
             description="Rows where the shadow challenger's prediction differs from the champion's.",
@@ -696,6 +734,7 @@ class _Metrics:
             self.batch_size,
             self.shadow_compared,
             self.shadow_disagreed,
+            self.registry_errors,
         ):
             metric.set_default_tags({"model": model})
 

@@ -21,17 +21,16 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.helpers.head import _start_head, client_env, free_port, stop_by_marker, wait_for_job_agent
+from tests.helpers.servers import start_mlflow_server, stop_group, wait_http
 
 S3_NAME = "s3.node2"
 
@@ -97,30 +96,6 @@ def _boto_args(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _wait_http(url: str, limit_s: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{what} did not answer {url} within {limit_s:.0f} s")
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 _PROBE = (
     "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
     "nodes = [n for n in ray.nodes() if n['Alive']]; "
@@ -164,7 +139,7 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
             start_new_session=True,
         )
         processes.append(moto)
-        _wait_http(f"http://127.0.0.1:{moto_port}/moto-api/", 60, "moto_server", moto)
+        wait_http(f"http://127.0.0.1:{moto_port}/moto-api/", 60, "moto_server", moto)
         s3_env = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
             "AWS_ACCESS_KEY_ID": "raymlops-test",
@@ -178,31 +153,7 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
         boto3.client("s3", **_boto_args(s3_env)).create_bucket(Bucket=bucket)
 
         mlflow_port = free_port()
-        mlflow = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{folder / 'mlflow.db'}",
-                "--artifacts-destination",
-                f"s3://{bucket}/mlartifacts",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--workers",
-                "1",
-            ],
-            env={**os.environ, **s3_env},
-            stdout=open(logs / "mlflow.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=folder,
-        )
-        processes.append(mlflow)
-        _wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, "mlflow server", mlflow)
+        processes.append(start_mlflow_server(folder, mlflow_port, f"s3://{bucket}/mlartifacts", s3_env))
 
         local_home = folder / "home"
         node2_view = folder / "node2-home"
@@ -300,7 +251,7 @@ def two_node_cluster(num_cpus_per_node: int = 4) -> Iterator[TwoNodes]:
         for marker in reversed(markers):
             stop_by_marker(marker)
         for process in reversed(processes):
-            _stop_group(process)
+            stop_group(process)
         if os.environ.get("RAYMLOPS_KEEP_CLUSTER_LOGS"):
             print(json.dumps({"logs": str(logs)}))
         else:

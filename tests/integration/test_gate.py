@@ -107,14 +107,14 @@ def test_promote_promote_rollback_is_audited_and_answers_champion_at_time(runs, 
     raw, good, _ = runs
     cfg = _named(raw, "gate_hist")
     v1, v2, _ = (registry.register(good, cfg).version for _ in range(3))
-    before_all = dt.datetime.now(dt.timezone.utc)
+    before_all = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     assert pipeline.gate_and_promote(cfg, f"gate_hist/{v1}", reason="first").promoted
-    between_1_2 = dt.datetime.now(dt.timezone.utc)
+    between_1_2 = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     assert pipeline.gate_and_promote(cfg, f"gate_hist/{v2}", reason="same quality, newer data").promoted
     assert registry.resolve(cfg, "gate_hist@previous").version == v1
-    between_2_3 = dt.datetime.now(dt.timezone.utc)
+    between_2_3 = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     assert (
         main(
@@ -129,7 +129,7 @@ def test_promote_promote_rollback_is_audited_and_answers_champion_at_time(runs, 
         )
         == 0
     )
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
 
     assert registry.champion(cfg, "gate_hist").version == v1
     with pytest.raises(VersionNotFoundError):
