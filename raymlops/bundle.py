@@ -22,8 +22,7 @@ import pyarrow as pa
 from mlflow.pyfunc import PythonModel
 
 from raymlops.config import SchemaConfig
-from raymlops.data._features import compile_features
-from raymlops.data._schema import ERRORS_COLUMN, RAW_COLUMN, column_rules, validate_batch
+from raymlops.data import ERRORS_COLUMN, RAW_COLUMN, column_rules, compile_features, validate_batch
 
 SPEC_FILE = "spec.json"
 PREPROCESSOR_FILE = "preprocessor.cpkl"

@@ -25,10 +25,17 @@ constructor takes more than a message defines ``__reduce__``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from raymlops.data import ValidationReport
+
+class _Report(Protocol):
+    """What a ``DataValidationError`` needs of ``raymlops.data.ValidationReport`` (no import: no cycle)."""
+
+    @property
+    def source_uri(self) -> str: ...
+
+    def render(self) -> str: ...
+
 
 __all__ = [
     "ConfigError",
@@ -37,6 +44,7 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "InsufficientResourcesError",
+    "JobExistsError",
     "MonitoringError",
     "PromotionError",
     "RayMLOpsError",
@@ -96,7 +104,7 @@ class DataValidationError(DataError):
             and example rows.
     """
 
-    def __init__(self, report: ValidationReport) -> None:
+    def __init__(self, report: _Report) -> None:
         self.report = report
         super().__init__(
             f"{report.source_uri}: data does not match the schema; nothing was written.\n"
@@ -139,6 +147,10 @@ class MonitoringError(RayMLOpsError, RuntimeError):
 
 class RegistryUnavailableError(RayMLOpsError, ConnectionError):
     """The model registry did not answer (server down, network, timeout): not the same as "no model"."""
+
+
+class JobExistsError(MonitoringError):
+    """The Jobs API already has a job with this submission id (a retrain trigger submitted twice)."""
 
 
 class StorageError(RayMLOpsError, OSError):

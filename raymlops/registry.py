@@ -50,7 +50,7 @@ _LOG = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from raymlops.bundle import Predictor
-    from raymlops.data._profile import ReferenceProfile
+    from raymlops.data import ReferenceProfile
     from raymlops.train import TrainResult
 
 __all__ = [
@@ -898,7 +898,7 @@ def load_profile(config: ProjectConfig, ref: str) -> ReferenceProfile:
     import mlflow
 
     from raymlops.bundle import PROFILE_FILE
-    from raymlops.data._profile import ReferenceProfile
+    from raymlops.data import ReferenceProfile
 
     mv = resolve(config, ref)
     path = mlflow.artifacts.download_artifacts(f"{mv.uri}/artifacts/bundle/{PROFILE_FILE}")

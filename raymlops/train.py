@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raymlops.config import ProjectConfig
-from raymlops.data import FEATURES_COLUMN, PreparedData
-from raymlops.data._features import compile_features
+from raymlops.data import FEATURES_COLUMN, PreparedData, compile_features
 from raymlops.errors import ConfigError, InsufficientResourcesError, TrainingError
 from raymlops.runtime import ENV_EMBEDDED
 

@@ -10,6 +10,7 @@ Example:
 """
 
 from raymlops.data._demo import generate as generate_demo_data
+from raymlops.data._features import compile_features
 from raymlops.data._ingest import detect_format, ingest
 from raymlops.data._prepare import (
     FEATURES_COLUMN,
@@ -22,19 +23,34 @@ from raymlops.data._prepare import (
 )
 from raymlops.data._profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from raymlops.data._results import DatasetVersion, RuleViolation, ValidationReport
+from raymlops.data._schema import (
+    ARROW_TYPES,
+    ERRORS_COLUMN,
+    RAW_COLUMN,
+    ColumnRule,
+    column_rules,
+    table_schema,
+    validate_batch,
+)
 from raymlops.data._store import get_version, list_versions
 
 __all__ = [
+    "ARROW_TYPES",
     "CategoricalProfile",
+    "ColumnRule",
     "DatasetVersion",
+    "ERRORS_COLUMN",
     "FEATURES_COLUMN",
     "NumericProfile",
     "PreparedData",
+    "RAW_COLUMN",
     "ReferenceProfile",
     "RuleViolation",
     "SPLITS",
     "ValidationReport",
     "build_preprocessor",
+    "column_rules",
+    "compile_features",
     "detect_format",
     "generate_demo_data",
     "get_version",
@@ -43,4 +59,6 @@ __all__ = [
     "list_versions",
     "prepare",
     "read_version",
+    "table_schema",
+    "validate_batch",
 ]

@@ -31,7 +31,7 @@ RULES = {
     "duplicate_id": "id appears more than once in this input",
 }
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
+ARROW_TYPES: dict[str, pa.DataType] = {
     "float64": pa.float64(),
     "float32": pa.float32(),
     "int64": pa.int64(),
@@ -58,7 +58,7 @@ class ColumnRule:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return _ARROW_TYPES[self.dtype]
+        return ARROW_TYPES[self.dtype]
 
 
 def column_rules(schema: SchemaConfig, *, include_label: bool = True) -> tuple[ColumnRule, ...]:
@@ -98,7 +98,7 @@ def coerce(values: pa.Array | pa.ChunkedArray, dtype: str) -> tuple[pa.Array, np
     a bad value) does a slower per-column fallback find which rows are bad.
     """
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    target = _ARROW_TYPES[dtype]
+    target = ARROW_TYPES[dtype]
     ok = np.zeros(len(arr), dtype=bool)
     if arr.type == target:
         return arr, ok
@@ -116,7 +116,7 @@ def coerce(values: pa.Array | pa.ChunkedArray, dtype: str) -> tuple[pa.Array, np
 def _coerce_slow(arr: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray]:
     import pandas as pd
 
-    target = _ARROW_TYPES[dtype]
+    target = ARROW_TYPES[dtype]
     series = pd.Series(arr.to_pylist(), dtype=object)
     present = series.notna().to_numpy()
     if dtype in ("float64", "float32", "int64", "int32"):

@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from raymlops.config import ProjectConfig
-from raymlops.monitor._monitor import Ack, JobExistsError, Monitor
+from raymlops.errors import JobExistsError
+from raymlops.monitor._monitor import Ack, Monitor
 from raymlops.monitor._report import DriftReport
 
 _LOG = logging.getLogger("raymlops.monitor")

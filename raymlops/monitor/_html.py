@@ -196,10 +196,10 @@ def write_report(
     import pyarrow.dataset as pads
 
     from raymlops import registry
+    from raymlops.contracts.logs import TS
     from raymlops.errors import MonitoringError
     from raymlops.monitor._monitor import version_reference
     from raymlops.monitor._production import read_delta
-    from raymlops.serve._log import TS
 
     champion = registry.champion(config)
     if champion is None:

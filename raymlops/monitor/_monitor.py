@@ -45,7 +45,17 @@ import numpy as np
 import pyarrow as pa
 
 from raymlops._internal import files
+from raymlops._internal.delta import delta_sink
 from raymlops.config import ENV_JOB_RAY_ADDRESS, ProjectConfig
+from raymlops.contracts.logs import (
+    LOG_TABLE_PROPERTIES,
+    MONITOR_ROW,
+    RECORD_INDEX,
+    REQUEST_ID,
+    TS,
+    inference_log_schema,
+)
+from raymlops.errors import JobExistsError
 from raymlops.monitor._performance import Baseline, DropTest, accuracy_drop, rmse_rise
 from raymlops.monitor._production import read_delta, utc_us
 from raymlops.monitor._report import DriftPolicy, DriftReport, Reference, drift_report
@@ -59,23 +69,10 @@ from raymlops.monitor._state import (
     JobRecord,
     MonitorState,
 )
-from raymlops.serve._log import (
-    LOG_TABLE_PROPERTIES,
-    MONITOR_ROW,
-    RECORD_INDEX,
-    REQUEST_ID,
-    TS,
-    delta_sink,
-    inference_log_schema,
-)
 
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
 MAX_UNMATCHED_LABELS = 100_000  # labels whose prediction is not logged yet, kept for the next check
 MAX_JOBS_KEPT = 50
-
-
-class JobExistsError(Exception):
-    """The Jobs API already has a job with this submission id."""
 
 
 class JobClient(Protocol):

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raymlops.config import ProjectConfig
-from raymlops.data._schema import column_rules, table_schema
-from raymlops.serve._log import RECORD_INDEX, REQUEST_ID, TS
+from raymlops.contracts.logs import RECORD_INDEX, REQUEST_ID, TS
+from raymlops.data import column_rules, table_schema
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raymlops.config import MonitoringConfig
-from raymlops.data._profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from raymlops.data import CategoricalProfile, NumericProfile, ReferenceProfile
 from raymlops.monitor._stats import (
     chi2,
     corrected,

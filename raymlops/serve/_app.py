@@ -41,19 +41,21 @@ from ray import serve
 from ray.serve import metrics
 
 from raymlops import registry
+from raymlops._internal.delta import delta_sink
 from raymlops.config import ProjectConfig
-from raymlops.serve._journal import Journal
-from raymlops.serve._log import (
+from raymlops.contracts.logs import (
     FEEDBACK_TABLE_PROPERTIES,
     LOG_TABLE_PROPERTIES,
+    feedback_schema,
+    inference_log_schema,
+)
+from raymlops.serve._journal import Journal
+from raymlops.serve._log import (
     BufferedLog,
     Feedback,
     LoggedBatch,
     Prediction,
-    delta_sink,
-    feedback_schema,
     feedback_table,
-    inference_log_schema,
     journal_form,
     logged_recently,
     monitor_sink,

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -27,154 +27,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from raymlops.config import ProjectConfig
-from raymlops.data._schema import _ARROW_TYPES, column_rules
+from raymlops._internal.delta import delta_sink
+from raymlops.contracts.logs import (
+    LOG_TABLE_PROPERTIES,
+    MONITOR_ROW,
+    RECORD_INDEX,
+    REQUEST_ID,
+    TS,
+    record_columns,
+)
 from raymlops.serve._journal import Journal
 
 _LOG = logging.getLogger("raymlops.serve")
-
-REQUEST_ID = "request_id"
-RECORD_INDEX = "record_index"
-TS = "ts"
-MONITOR_ROW = "monitor_row"
-
-
-def inference_log_schema(config: ProjectConfig) -> pa.Schema:
-    """request_id, record_index, ts, the record's columns, the model version and its answer."""
-    schema = config.data.schema
-    label_type = pa.float64() if config.model.task == "regression" else _ARROW_TYPES[schema.label.dtype]
-    columns = [
-        r
-        for r in column_rules(schema, include_label=False)
-        if r.role in ("feature", "metadata", "id", "time")
-    ]
-    return pa.schema(
-        [
-            pa.field(REQUEST_ID, pa.string()),
-            pa.field(RECORD_INDEX, pa.int32()),
-            pa.field(TS, pa.timestamp("us", tz="UTC")),
-            *(pa.field(r.name, r.arrow_type) for r in columns),
-            pa.field("model_version", pa.int64()),
-            pa.field("route", pa.string()),  # champion | canary
-            pa.field("prediction", label_type),
-            pa.field("probability", pa.float64()),  # binary: of the positive class
-            pa.field("shadow_version", pa.int64()),
-            pa.field("shadow_prediction", label_type),
-            # the drift monitor's running row number (null when a replica wrote the row itself)
-            pa.field(MONITOR_ROW, pa.int64()),
-        ]
-    )
-
-
-def record_columns(schema: pa.Schema) -> list[str]:
-    """The request's own columns in an inference-log schema (between ``ts`` and ``model_version``)."""
-    names = schema.names
-    return names[names.index(TS) + 1 : names.index("model_version")]
-
-
-def feedback_schema(config: ProjectConfig) -> pa.Schema:
-    label = config.data.schema.label
-    label_type = pa.float64() if config.model.task == "regression" else _ARROW_TYPES[label.dtype]
-    return pa.schema(
-        [
-            pa.field(REQUEST_ID, pa.string()),
-            pa.field(RECORD_INDEX, pa.int32()),
-            pa.field(TS, pa.timestamp("us", tz="UTC")),
-            pa.field("label", label_type),
-        ]
-    )
-
-
-# Delta table properties of the logs. Statistics only for the columns their readers filter
-# on (a file's min/max lets a read skip it), and a checkpoint every 25 commits instead of
-# 100. Measured here with 1,480-row appends of the inference log, CPU per commit after 200
-# commits: 39 ms with Delta's defaults, 22 ms with these; after 550, 53 and 27 ms.
-LOG_TABLE_PROPERTIES = {
-    "delta.dataSkippingStatsColumns": f"{REQUEST_ID},{TS},{MONITOR_ROW}",
-    "delta.checkpointInterval": "25",
-}
-FEEDBACK_TABLE_PROPERTIES = {
-    "delta.dataSkippingStatsColumns": f"{REQUEST_ID},{TS}",
-    "delta.checkpointInterval": "25",
-}
-
-
-class DeltaAppender:
-    """Appends tables to one Delta table (created on the first append), one commit each, kept open.
-
-    ``write_deltalake(uri, ...)`` opens the table before every append: it reads
-    the last checkpoint and replays every commit since, and a log flushed once
-    a second adds a commit a second. Measured here with 250-row appends, that
-    was 60 ms of CPU per append at 250 commits and 104 ms at 1,500: after an
-    hour of serving, the log's largest cost in a replica (``benchmarks/README.md``).
-    Appending through a table kept open reads only the commits added since its
-    own last one. Its in-memory state grows by each commit it adds, so it is
-    opened afresh every ``reopen_every`` appends (23 ms per append at 250
-    commits, 41 ms at 1,500). Other
-    appenders of the same table (replicas, the monitor) are fine: Delta
-    commits an append on top of whatever version is newest.
-
-    ``properties`` are the table's Delta properties: given when the first append
-    creates it, and set once on a table that lacks them (a log created by an
-    older raymlops), so the cheaper commits need no migration step.
-    """
-
-    def __init__(
-        self, table_uri: str, *, reopen_every: int = 25, properties: Mapping[str, str] | None = None
-    ) -> None:
-        self.table_uri = table_uri
-        self.reopen_every = reopen_every
-        self.properties = dict(properties or {})
-        self._table: Any = None
-        self._num_appends = 0
-        self._properties_checked = False
-
-    def __call__(self, table: pa.Table) -> None:
-        from deltalake import DeltaTable, write_deltalake
-        from deltalake.exceptions import TableNotFoundError
-
-        if self._table is None or self._num_appends >= self.reopen_every:
-            self._num_appends = 0
-            try:
-                self._table = DeltaTable(self.table_uri)
-            except TableNotFoundError:
-                self._table = None  # the first append creates it
-            else:
-                self._set_missing_properties(self._table)
-        try:
-            if self._table is None:
-                write_deltalake(self.table_uri, table, mode="append", configuration=self.properties or None)
-                self._properties_checked = True
-            else:
-                # merge: a log written by an older raymlops gains the columns added since
-                write_deltalake(self._table, table, mode="append", schema_mode="merge")
-        except Exception:
-            self._table = None  # replaced or removed under us: open it again next time
-            raise
-        self._num_appends += 1
-
-    def _set_missing_properties(self, delta_table: Any) -> None:
-        """Give an existing table the properties it lacks, once; a failure only costs speed."""
-        from deltalake import DeltaTable
-
-        if self._properties_checked:
-            return
-        self._properties_checked = True
-        configuration = delta_table.metadata().configuration
-        missing = {k: v for k, v in self.properties.items() if configuration.get(k) != v}
-        if not missing:
-            return
-        try:
-            delta_table.alter.set_table_properties(missing)
-        except Exception as error:  # another replica altering it at the same moment, say
-            _LOG.info("could not set %s on %s (%s); appends stay slower", missing, self.table_uri, error)
-            return
-        self._table = DeltaTable(self.table_uri)
-
-
-def delta_sink(table_uri: str, properties: Mapping[str, str] | None = None) -> Callable[[pa.Table], None]:
-    """Append a table to a Delta table (created on first write, with ``properties``) in one commit."""
-    return DeltaAppender(table_uri, properties=properties)
 
 
 class Prediction(NamedTuple):

@@ -14,20 +14,22 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
+from raymlops._internal.delta import DeltaAppender
+from raymlops.contracts.logs import (
+    LOG_TABLE_PROPERTIES,
+    feedback_schema,
+    inference_log_schema,
+    record_columns,
+)
 from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
-    LOG_TABLE_PROPERTIES,
     BufferedLog,
-    DeltaAppender,
     Feedback,
     LoggedBatch,
     Prediction,
-    feedback_schema,
     feedback_table,
-    inference_log_schema,
     now_us,
     prediction_table,
-    record_columns,
 )
 
 RECORD = {"age": 40, "income_k": 50.5, "region": "north", "plan": "basic", "channel": "web"}

@@ -15,13 +15,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from raymlops.contracts.logs import feedback_schema, inference_log_schema
 from raymlops.data._demo import CATEGORICAL as DEMO_CATEGORICAL
 from raymlops.data._demo import NUMERIC, generate
 from raymlops.data._profile import build_profile
+from raymlops.errors import JobExistsError
 from raymlops.monitor import Monitor, MonitorState, Reference, job_result_uri, submission_id
-from raymlops.monitor._monitor import JobExistsError
 from raymlops.monitor._performance import Baseline
-from raymlops.serve._log import Prediction, feedback_schema, inference_log_schema, prediction_table
+from raymlops.serve._log import Prediction, prediction_table
 
 CATEGORICAL = tuple(DEMO_CATEGORICAL)
 FEATURES = NUMERIC + CATEGORICAL

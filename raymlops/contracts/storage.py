@@ -12,7 +12,7 @@ Node-local disk is scratch only (a replica's journal before hand-over, the
 record of an embedded head): ``scratch_path`` is the home itself when it is a
 folder, else a folder under the user's cache named after the home.
 
-This module imports nothing from raymlops but the errors, so every stage may use it.
+This module imports nothing from raymlops, so every stage (the config too) may use it.
 """
 
 from __future__ import annotations
