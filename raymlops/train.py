@@ -779,8 +779,8 @@ def _shard_tensors(shard: Any) -> dict[str, torch.Tensor]:
     """A worker's whole training slice as two tensors, read once per fit.
 
     Used when every slice is small (``_IN_MEMORY_SHARD_BYTES``): Ray Data's
-    batch iterator with a local shuffle buffer cost ~2.6 ms per 256-row step
-    here, 2.3x the step itself (``benchmarks/train_throughput.py``). Larger
+    batch iterator with a local shuffle buffer cost more than the training step
+    itself (``benchmarks/README.md``, ``benchmarks/train_throughput.py``). Larger
     slices keep streaming through Ray Data, epoch by epoch.
     """
     import torch

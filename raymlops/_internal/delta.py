@@ -18,13 +18,11 @@ class DeltaAppender:
 
     ``write_deltalake(uri, ...)`` opens the table before every append: it reads
     the last checkpoint and replays every commit since, and a log flushed once
-    a second adds a commit a second. Measured here with 250-row appends, that
-    was 60 ms of CPU per append at 250 commits and 104 ms at 1,500: after an
-    hour of serving, the log's largest cost in a replica (``benchmarks/README.md``).
+    a second adds a commit a second, so that cost grows with the table's age
+    until it is the log's largest cost in a replica (``benchmarks/README.md``).
     Appending through a table kept open reads only the commits added since its
     own last one. Its in-memory state grows by each commit it adds, so it is
-    opened afresh every ``reopen_every`` appends (23 ms per append at 250
-    commits, 41 ms at 1,500). Other
+    opened afresh every ``reopen_every`` appends. Other
     appenders of the same table (replicas, the monitor) are fine: Delta
     commits an append on top of whatever version is newest.
 

@@ -79,8 +79,8 @@ def feedback_schema(config: ProjectConfig) -> pa.Schema:
 
 # Delta table properties of the logs. Statistics only for the columns their readers filter
 # on (a file's min/max lets a read skip it), and a checkpoint every 25 commits instead of
-# 100. Measured here with 1,480-row appends of the inference log, CPU per commit after 200
-# commits: 39 ms with Delta's defaults, 22 ms with these; after 550, 53 and 27 ms.
+# 100, which about halves a commit's CPU once a table has a few hundred
+# (benchmarks/README.md, "Figures behind design choices").
 LOG_TABLE_PROPERTIES = {
     "delta.dataSkippingStatsColumns": f"{REQUEST_ID},{TS},{MONITOR_ROW}",
     "delta.checkpointInterval": "25",

@@ -1,9 +1,9 @@
 """The fitted preprocessing chain compiled to NumPy, shared by training and prediction.
 
 Ray's preprocessors convert pandas → Arrow → pandas at every step of
-``transform_batch``. Serving a 5-row request spent ~10 ms there, and encoding
-70k training rows for a fit took 5.7 s; the compiled chain gives the same
-float32 features bit for bit (``tests/unit/test_bundle_features.py``).
+``transform_batch``, which dominated a small request's time when serving and a
+fit's encoding time (figures in ``benchmarks/README.md``); the compiled chain
+gives the same float32 features bit for bit (``tests/unit/test_bundle_features.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ _EPSILON = 1e-8  # Ray's scalers treat a smaller spread as 1
 def compile_features(preprocessor: Any) -> Callable[[pd.DataFrame], np.ndarray] | None:
     """The fitted preprocessing chain as plain NumPy: raw frame → float32 feature matrix.
 
-    Ray's ``transform_batch`` converts pandas → Arrow → pandas at every step
-    (~10 ms for a 5-row request, most of a request's time when serving). This
+    Ray's ``transform_batch`` converts pandas → Arrow → pandas at every step,
+    most of a small request's time when serving. This
     reads the fitted statistics once and applies the same arithmetic in float64
     before the same float32 cast, so the features are bit-identical
     (``tests/unit/test_bundle_features.py``). Returns None for a chain with a

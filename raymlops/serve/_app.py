@@ -123,8 +123,8 @@ def _settle_heap() -> None:
 
     Once the models are loaded the replica's heap holds about half a million
     long-lived objects (torch, pandas, Ray, FastAPI) that every full collection
-    traverses again: under load at c=32, 45 full collections of ~15 ms each,
-    and 300 young ones a second. ``gc.freeze`` moves them to a generation the
+    traverses again, many times a second under load (figures in
+    ``benchmarks/README.md``, "Figures behind design choices"). ``gc.freeze`` moves them to a generation the
     collector skips, and a young generation of 10,000 objects (Python's default
     is 700) lets most of a request's objects die by reference count before
     any collection looks at them. Unfreezing first lets the previous model's
@@ -439,8 +439,8 @@ class Server:
         logged: list[LoggedBatch] | None,
     ) -> list[_Answer]:
         """Answer requests of one route with one model call; their log entry goes to ``logged``."""
-        # one frame for the whole batch: a DataFrame per request cost 30x more (6.4 vs 0.27 ms
-        # for 32 requests of 5 records), a fifth of the replica's time under load
+        # one frame for the whole batch: a DataFrame per request cost far more, a fifth of the
+        # replica's time under load (benchmarks/README.md, "Figures behind design choices")
         big = pd.DataFrame.from_records(
             [record for item in items for record in item.records], columns=self.columns
         )
