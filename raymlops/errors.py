@@ -122,7 +122,7 @@ class DataIntegrityError(DataError):
 
 
 class VersionNotFoundError(RayMLOpsError, LookupError):
-    """A requested data or model version does not exist."""
+    """A requested data or model version (or a model version's gate report) does not exist."""
 
 
 class RuntimeStartError(RayMLOpsError, RuntimeError):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from raymlops import registry
 from raymlops.config import ProjectConfig
-from raymlops.errors import ConfigError
+from raymlops.errors import VersionNotFoundError
 from raymlops.evaluate._metrics import accuracy, calibration_error, f1, log_loss, mae, r2, rmse, roc_auc
 from raymlops.evaluate._report import (
     Evaluation,
@@ -212,7 +212,11 @@ def _log(config: ProjectConfig, mv: ModelVersion, report: GateReport) -> None:
 
 
 def load_report(config: ProjectConfig, ref: str, report_id: str | None = None) -> GateReport:
-    """A gate report logged for a version (default: the latest one)."""
+    """A gate report logged for a version (default: the latest one).
+
+    Raises:
+        VersionNotFoundError: the version has no gate report (nothing is misconfigured).
+    """
     import mlflow
 
     from raymlops import runtime
@@ -220,7 +224,7 @@ def load_report(config: ProjectConfig, ref: str, report_id: str | None = None) -
     mv = registry.resolve(config, ref)
     report_id = report_id or mv.tags.get(registry.TAG_GATE_REPORT_ID)
     if not report_id:
-        raise ConfigError(
+        raise VersionNotFoundError(
             f"{mv.name}/{mv.version} has no gate report; run `raymlops evaluate {mv.name}/{mv.version}`"
         )
     runtime.configure_mlflow(config)
