@@ -37,6 +37,8 @@ def _registry_errors(model: str) -> float:
 
 
 def test_the_endpoint_serves_through_a_registry_outage_and_follows_it_after(trained_pair, tmp_path, figures):
+    from ray import serve
+
     from raymlops import registry
     from raymlops import serve as rserve
 
@@ -99,6 +101,7 @@ def test_the_endpoint_serves_through_a_registry_outage_and_follows_it_after(trai
         for client in clients:
             client.join(timeout=60)
         rserve.shutdown(cfg)
+        serve.shutdown()  # Serve itself too: the next deploy on this shared cluster picks its own port
         stop_group(restarted or server)
     deadline = time.monotonic() + 60
     while errors_during == 0 and time.monotonic() < deadline:  # Ray exports metrics every few seconds
