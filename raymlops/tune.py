@@ -259,18 +259,25 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
         def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
             self.release()
 
-        def release(self) -> None:
+        def release(self, *, wait_for_owner: bool = True) -> None:
             for trial_id in list(self.ended):
                 record = train.placement_group_record(config, _trial_run_name(sweep_name, trial_id))
-                if train.release_placement_group(record, wait_for_owner=True):
+                if train.release_placement_group(record, wait_for_owner=wait_for_owner):
                     self.ended.discard(trial_id)
 
         def release_all(self, timeout_s: float = 30.0) -> None:
+            """After the sweep: wait for the trials' actors to exit, then remove what is left anyway.
+
+            No trial runs once ``Tuner.fit`` returned; an actor still alive after
+            ``timeout_s`` is only slow to exit (a loaded machine), and its group
+            would otherwise hold its CPUs until the driver ends.
+            """
             deadline = time.monotonic() + timeout_s
             self.release()
             while self.ended and time.monotonic() < deadline:
                 time.sleep(0.2)
                 self.release()
+            self.release(wait_for_owner=False)
 
     return TrialGroups()
 
