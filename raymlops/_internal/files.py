@@ -17,7 +17,7 @@ from typing import Any
 from raymlops.contracts import is_remote, scheme_of
 from raymlops.errors import StorageError
 
-__all__ = ["append_line", "delete", "exists", "list_names", "read_text", "replace_text"]
+__all__ = ["append_line", "credentials_problem", "delete", "probe", "read_text", "replace_text"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -112,19 +112,6 @@ def append_line(uri: str | Path, line: str) -> None:
     replace_text(target, (read_text(target) or "") + line.rstrip("\n") + "\n")
 
 
-def exists(uri: str | Path) -> bool:
-    target = str(uri)
-    if not is_remote(target):
-        return Path(target).exists()
-    import pyarrow.fs as pafs
-
-    filesystem, path = _resolve(target)
-    try:
-        return bool(filesystem.get_file_info(path).type != pafs.FileType.NotFound)
-    except OSError as e:
-        raise _failed("look up", target, e) from e
-
-
 def delete(uri: str | Path) -> None:
     """Remove a file; a missing one is not an error."""
     target = str(uri)
@@ -138,22 +125,6 @@ def delete(uri: str | Path) -> None:
         return
     except OSError as e:
         raise _failed("delete", target, e) from e
-
-
-def list_names(uri: str | Path) -> list[str]:
-    """The names of the files directly under a folder (or prefix); empty when there is none."""
-    target = str(uri)
-    if not is_remote(target):
-        folder = Path(target)
-        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    import pyarrow.fs as pafs
-
-    filesystem, path = _resolve(target)
-    try:
-        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except OSError as e:
-        raise _failed("list", target, e) from e
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
 
 # The standard ways each store's SDK finds credentials without a network call; the instance

@@ -14,7 +14,6 @@ from raymlops.contracts.storage import (
     StorageLocations,
     is_remote,
     join,
-    local_path,
     normalise_home,
     scheme_of,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "StorageLocations",
     "is_remote",
     "join",
-    "local_path",
     "normalise_home",
     "scheme_of",
 ]

@@ -27,7 +27,6 @@ __all__ = [
     "StorageLocations",
     "is_remote",
     "join",
-    "local_path",
     "normalise_home",
     "scheme_of",
 ]
@@ -75,17 +74,6 @@ def join(uri: str, *parts: str) -> str:
     if is_remote(uri):
         return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
     return str(Path(uri, *parts))
-
-
-def local_path(uri: str) -> Path:
-    """The local path of a non-remote location.
-
-    Raises:
-        ValueError: ``uri`` is on an object store (the caller needed a local folder).
-    """
-    if is_remote(uri):
-        raise ValueError(f"{uri} is on an object store, not a local path")
-    return Path(uri.removeprefix("file://"))
 
 
 @dataclass(frozen=True)
