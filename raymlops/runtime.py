@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from raymlops.errors import RuntimeStartError, StorageError
 if TYPE_CHECKING:
     import ray
 
-__all__ = ["ENV_EMBEDDED", "Runtime", "configure_mlflow", "ensure_home", "session", "start"]
+__all__ = ["ENV_EMBEDDED", "Runtime", "configure_mlflow", "ensure_home", "mlflow_client", "session", "start"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +111,16 @@ def configure_mlflow(config: ProjectConfig) -> str:
     """Point MLflow's tracking and registry at the project's store and return the URI.
 
     The default is ``sqlite:///<home>/mlflow.db``; the environment variable is set
-    too, so Ray workers started afterwards from this process inherit it.
+    too, so Ray workers started afterwards from this process inherit it. MLflow's
+    globals are written only when they differ: the replicas' watcher threads and
+    the monitor read the registry every few seconds and must not rewrite process
+    state under the other threads.
     """
     import mlflow
 
     uri = config.mlflow_tracking_uri
+    if uri in _CONFIGURED and mlflow.get_tracking_uri() == uri and mlflow.get_registry_uri() == uri:
+        return uri
     if uri.startswith("sqlite:///"):
         ensure_home(config)
     mlflow.set_tracking_uri(uri)
@@ -122,8 +128,29 @@ def configure_mlflow(config: ProjectConfig) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     # per-file download bars for a handful of small bundle files are noise in job logs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _CONFIGURED.add(uri)
     return uri
 
+
+def mlflow_client(config: ProjectConfig) -> Any:
+    """The process's one ``MlflowClient`` for the config's tracking store (built on first use).
+
+    One client per store, not one per call: every client builds its own store
+    object, and with a server its own HTTP session.
+    """
+    import mlflow
+
+    uri = configure_mlflow(config)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(uri)
+        if client is None:
+            client = _CLIENTS[uri] = mlflow.MlflowClient(uri, uri)
+    return client
+
+
+_CONFIGURED: set[str] = set()
+_CLIENTS: dict[str, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 _SHARED: set[tuple[str, str]] = set()  # (cluster, local home) pairs proven shared by every node
 
@@ -213,6 +240,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
 
         check_home_shared(Path(config.home_uri))  # several nodes: a folder only one of them sees is refused
         _SHARED.add((gcs_address, config.home_uri))
+    configure_mlflow(config)  # MLflow's globals, once for this process
     dashboard = dashboard_url()
     record = _write_cluster_record(config, gcs_address, dashboard) if started_here else None
     return Runtime(

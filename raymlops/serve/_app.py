@@ -1,13 +1,9 @@
 """The Ray Serve deployment: a FastAPI ingress over the registry's champion and challenger.
 
 Each replica holds the champion's ``Predictor`` (and the challenger's during a
-canary or shadow rollout) and follows the registry: a watcher thread re-reads
-the rollout every ``serving.watch_interval_s`` and, when an alias or weight
-moved, loads the new bundle beside the old one and swaps a single reference.
-Requests in flight finish on the state they started with, so promotion,
-rollback and weight changes never fail a request. ``reconfigure`` (Serve's
-``user_config``) can pin versions and weights instead, for config-file
-deployments such as KubeRay's RayService.
+canary or shadow rollout) in a ``ServedModels`` that follows the registry
+(``_models.py``). ``reconfigure`` (Serve's ``user_config``) can pin versions and
+weights instead, for config-file deployments such as KubeRay's RayService.
 
 Concurrent requests are batched (``@serve.batch``) into one preprocessor and
 model call. Every prediction goes to the inference log through a buffer that a
@@ -17,30 +13,18 @@ background thread flushes to Delta, off the request path.
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
 # (a string annotation "Request" inside the Serve ingress class is taken for a query parameter).
 
-import asyncio
-import collections
-import dataclasses
-import gc
-import hashlib
-import hmac
 import json
 import logging
 import os
-import threading
 import time
 import uuid
-import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from ray import serve
-from ray.serve import metrics
 
-from raymlops import registry
 from raymlops._internal.delta import delta_sink
 from raymlops.config import ProjectConfig
 from raymlops.contracts.logs import (
@@ -49,6 +33,8 @@ from raymlops.contracts.logs import (
     feedback_schema,
     inference_log_schema,
 )
+from raymlops.serve._auth import bearer_matches, token_digest, token_sha256
+from raymlops.serve._ids import RequestIds
 from raymlops.serve._journal import Journal
 from raymlops.serve._log import (
     BufferedLog,
@@ -57,90 +43,21 @@ from raymlops.serve._log import (
     Prediction,
     feedback_table,
     journal_form,
-    logged_recently,
     monitor_sink,
     now_us,
     prediction_table,
 )
+from raymlops.serve._metrics import ServeMetrics
+from raymlops.serve._models import Loaded, ServedModels, ServedState
 from raymlops.serve._options import deployment_options
+from raymlops.serve._predict import Answer, BatchPredictor, Item, canary_bucket
 from raymlops.serve._requests import feedback_model, problems, request_model
-
-if TYPE_CHECKING:
-    from raymlops.bundle import Predictor
 
 _LOG = logging.getLogger("raymlops.serve")
 REQUEST_ID_HEADER = "x-request-id"
-_LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
-_BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
-REGISTRY_ERROR_LOG_INTERVAL_S = 60.0
 # a replica asks the registry every serving.watch_interval_s: MLflow's default (7 retries with a
 # doubling backoff) would hide an outage for minutes; the watcher retries by itself
 _MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Loaded:
-    version: int
-    predictor: "Predictor"
-    run_id: str
-    data_version: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _State:
-    """Everything a request needs, replaced as a whole (never mutated) when the rollout moves."""
-
-    rollout: registry.Rollout
-    champion: _Loaded | None
-    challenger: _Loaded | None
-    pinned: bool = False  # set by reconfigure(user_config): the watcher leaves it alone
-
-
-@dataclasses.dataclass(frozen=True)
-class _Item:
-    canary: bool
-    request_id: str
-    records: list[dict[str, Any]]  # as sent (validated); the log keeps the batch frame built from them
-    body: bytes  # the request's JSON body, the records' source: what the log's journal keeps
-
-
-@dataclasses.dataclass(frozen=True)
-class _Answer:
-    """One request's share of a batch's model call, as plain lists (one ``tolist`` per batch)."""
-
-    version: int = 0
-    route: str = ""  # empty: nothing answered it
-    predictions: list[Any] = dataclasses.field(default_factory=list)
-    probabilities: list[float] | None = None  # binary: of the positive class
-    output: pd.DataFrame | None = None  # multiclass only: the per-class probability columns
-    shadow_version: int | None = None
-    shadow_predictions: list[Any] | None = None
-    error: str | None = None  # the rows broke the model's schema (should have been a 422)
-
-
-def _settle_heap() -> None:
-    """Collect the garbage of a model swap, then exempt everything alive from later collections.
-
-    Once the models are loaded the replica's heap holds about half a million
-    long-lived objects (torch, pandas, Ray, FastAPI) that every full collection
-    traverses again, many times a second under load (figures in
-    ``benchmarks/README.md``, "Figures behind design choices"). ``gc.freeze`` moves them to a generation the
-    collector skips, and a young generation of 10,000 objects (Python's default
-    is 700) lets most of a request's objects die by reference count before
-    any collection looks at them. Unfreezing first lets the previous model's
-    cyclic garbage be collected instead of kept for good. The full collection
-    here holds the GIL ~0.1 s (measured outside a replica, with the same
-    imports), once per model swap.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-
-
-def canary_bucket(request_id: str) -> float:
-    """A request's stable position in [0, 1): the same id always takes the same route."""
-    return zlib.crc32(request_id.encode()) / 2**32
 
 
 class Server:
@@ -163,19 +80,15 @@ class Server:
             self.columns.append(schema.time_column)
         self.request_model = request_model(schema, unknown_category=self.serving.unknown_category)
         self.feedback_model = feedback_model(schema)
-        self.token_digest = _token_digest(config, token_sha256)
+        self.token_digest = token_digest(config, token_sha256)
         for key, value in _MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        self.state = _State(registry.Rollout(config.name, None, None, 0.0, False), None, None)
-        self._cache: dict[int, _Loaded] = {}
-        # the ids this replica answered lately, and the key that marks ids this endpoint issued
-        self._answered: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._id_key = hashlib.sha256(f"{config.name}|{config.inference_log_uri}".encode()).digest()[:16]
-        self._stop = threading.Event()
+        self.ids = RequestIds(config)
+        self.predictor = BatchPredictor(self.columns, self.task)
         self.num_batches = 0
         self.num_batched_requests = 0
         self.max_batch_size_seen = 0
-        self._metrics = _Metrics(config.name)
+        self._metrics = ServeMetrics(config.name)
         log_schema = inference_log_schema(config)
         self.log: BufferedLog[LoggedBatch | Prediction] | None = (
             BufferedLog(
@@ -207,9 +120,7 @@ class Server:
             name="feedback-log",
             journal=self._journal(config, "feedback"),
         )
-        self.refresh()
-        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
-        self._watcher.start()
+        self.models = ServedModels(config, self._registry_error)
 
     # ------------------------------------------------------------------ model state
 
@@ -228,105 +139,23 @@ class Server:
             )
             return None
 
+    @property
+    def state(self) -> ServedState:
+        return self.models.state
+
     def refresh(self) -> bool:
         """Re-read the rollout from the registry and swap models if it moved; True when it did."""
-        if self.state.pinned:
-            return False
-        rollout = registry.rollout(self.config)
-        current = self.state
-        if (
-            rollout == current.rollout
-            and (current.champion.version if current.champion else None) == rollout.champion_version
-        ):
-            return False
-        self._apply(rollout, pinned=False)
-        return True
+        return self.models.refresh()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Pin versions and weights from Serve's ``user_config`` (an empty dict follows the registry again).
+        """Pin versions and weights (see ``ServedModels.reconfigure``)."""
+        self.models.reconfigure(user_config)
 
-        Keys: ``champion_version``, ``challenger_version``, ``canary_weight``, ``shadow``.
-        """
-        if not user_config:
-            self.state = dataclasses.replace(self.state, pinned=False)
-            self.refresh()
-            return
-        rollout = registry.Rollout(
-            name=self.config.name,
-            champion_version=user_config.get("champion_version"),
-            challenger_version=user_config.get("challenger_version"),
-            canary_weight=float(user_config.get("canary_weight", 0.0)),
-            shadow=bool(user_config.get("shadow", False)),
-        )
-        self._apply(rollout, pinned=True)
-
-    def _apply(self, rollout: registry.Rollout, *, pinned: bool) -> None:
-        loaded_before = set(self._cache)
-        champion = self._load(rollout.champion_version)
-        challenger = self._load(rollout.challenger_version)
-        self.state = _State(rollout, champion, challenger, pinned)  # one reference swap
-        keep = {v for v in (rollout.champion_version, rollout.challenger_version) if v is not None}
-        self._cache = {v: m for v, m in self._cache.items() if v in keep}
-        if set(self._cache) != loaded_before:  # a model came or went; a new canary weight alone is no swap
-            _settle_heap()
-        _LOG.warning(
-            "serving %s: champion %s, challenger %s (canary %.2f, shadow %s)",
-            self.config.name,
-            rollout.champion_version,
-            rollout.challenger_version,
-            rollout.canary_weight,
-            rollout.shadow,
-        )
-
-    def _load(self, version: int | None) -> _Loaded | None:
-        if version is None:
-            return None
-        if version in self._cache:
-            return self._cache[version]
-        ref = f"{self.config.name}/{version}"
-        mv = registry.resolve(self.config, ref)
-        loaded = _Loaded(
-            version, registry.load_predictor(self.config, ref), mv.run_id, mv.tags.get("data.version", "")
-        )
-        self._cache[version] = loaded
-        return loaded
-
-    def _watch(self) -> None:
-        """Follow the registry; while it does not answer, keep serving what is loaded and retry.
-
-        Each failed refresh is counted (``raymlops_registry_errors``); the log
-        says so once when the outage starts, at most once a minute while it
-        lasts, and once when the registry answers again.
-        """
-        failing_since: float | None = None
-        logged_at = 0.0
-        while not self._stop.wait(self.serving.watch_interval_s):
-            try:
-                self.refresh()
-            except Exception as e:  # the registry may be unreachable: the served models stay
-                self._metrics.registry_errors.inc(tags={"error": type(e).__name__})
-                now = time.monotonic()
-                failing_since = failing_since if failing_since is not None else now
-                if now - logged_at >= REGISTRY_ERROR_LOG_INTERVAL_S:
-                    logged_at = now
-                    _LOG.warning(
-                        "model watcher: the registry did not answer for %.0f s (%s: %s); still serving "
-                        "champion %s, retrying every %.1f s",
-                        now - failing_since,
-                        type(e).__name__,
-                        str(e)[:300],
-                        self.state.rollout.champion_version,
-                        self.serving.watch_interval_s,
-                    )
-                continue
-            if failing_since is not None:
-                _LOG.warning(
-                    "model watcher: the registry answers again after %.0f s", time.monotonic() - failing_since
-                )
-                failing_since, logged_at = None, 0.0
+    def _registry_error(self, error: Exception) -> None:
+        self._metrics.registry_errors.inc(tags={"error": type(error).__name__})
 
     def close(self) -> None:
-        self._stop.set()
+        self.models.close()
         if self.log:
             self.log.close()
         self.feedback.close()
@@ -336,10 +165,7 @@ class Server:
     def authorize(self, request: Request) -> Response | None:
         if self.token_digest is None:
             return None
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        digest = hashlib.sha256(value.strip().encode()).digest()
-        if scheme.lower() == "bearer" and hmac.compare_digest(digest, self.token_digest):
+        if bearer_matches(request.headers.get("authorization", ""), self.token_digest):
             return None
         self._metrics.rejected.inc(tags={"reason": "unauthorized"})
         return _json(
@@ -381,7 +207,7 @@ class Server:
                 headers={"Retry-After": str(int(self.serving.watch_interval_s) + 1)},
             )
         # the body's id first: Ray Serve's proxy puts its own x-request-id on every request
-        request_id = raw.get("request_id") or self._issue_id(
+        request_id = raw.get("request_id") or self.ids.issue(
             request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         )
         canary = (
@@ -391,27 +217,25 @@ class Server:
         )
         # the batch journals and buffers this request's log entry before any answer goes out
         received = await request.body()  # read by _parse already: Starlette's cached bytes
-        answer: _Answer = await self.batched(_Item(canary, request_id, raw["records"], received))
+        answer: Answer = await self.batched(Item(canary, request_id, raw["records"], received))
         if answer.error is not None:
             return self._reject(422, "invalid", "records", answer.error)
         if not answer.route:  # the champion went away while the request waited for its batch
             return _json(503, {"error": "no model loaded", "detail": "the model changed; retry"})
-        body = self._body(request_id, answer)
-        self._answered[request_id] = None
-        if len(self._answered) > _MAX_ANSWERED_IDS:
-            self._answered.popitem(last=False)
+        body = self.predictor.body(request_id, answer)
+        self.ids.answered(request_id)
         self._metrics.observe(answer, len(raw["records"]), (time.perf_counter() - start) * 1000)
         return _json(200, body, headers={"x-request-id": request_id})
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def batched(self, items: list[_Item]) -> list[_Answer]:
+    async def batched(self, items: list[Item]) -> list[Answer]:
         """One model call for every request that arrived together (per route)."""
         state = self.state
         self.num_batches += 1
         self.num_batched_requests += len(items)
         self.max_batch_size_seen = max(self.max_batch_size_seen, len(items))
         self._metrics.batch_size.observe(len(items))
-        answers: list[_Answer] = [_Answer() for _ in items]
+        answers: list[Answer] = [Answer() for _ in items]
         logged: list[LoggedBatch] | None = [] if self.log is not None else None
         routes = (("champion", state.champion, False), ("canary", state.challenger, True))
         # a challenger gone since the request picked its route: the champion answers it
@@ -423,107 +247,12 @@ class Server:
             shadow = state.challenger if route == "champion" and state.rollout.shadow else None
             group = [items[i] for i in index]
             for i, answer in zip(
-                index, self._predict_group(loaded, route, shadow, group, logged), strict=True
+                index, self.predictor.predict_group(loaded, route, shadow, group, logged), strict=True
             ):
                 answers[i] = answer
         if self.log is not None and logged:
             self.log.append_many(logged)  # one journal record for the whole batch
         return answers
-
-    def _predict_group(
-        self,
-        loaded: _Loaded,
-        route: str,
-        shadow: _Loaded | None,
-        items: list[_Item],
-        logged: list[LoggedBatch] | None,
-    ) -> list[_Answer]:
-        """Answer requests of one route with one model call; their log entry goes to ``logged``."""
-        # one frame for the whole batch: a DataFrame per request cost far more, a fifth of the
-        # replica's time under load (benchmarks/README.md, "Figures behind design choices")
-        big = pd.DataFrame.from_records(
-            [record for item in items for record in item.records], columns=self.columns
-        )
-        try:
-            # the request model already applied the schema's rules to every record
-            output = loaded.predictor.predict_frame(big, checked=True)
-            shadow_output = shadow.predictor.predict_frame(big, checked=True) if shadow else None
-        except ValueError:
-            if len(items) == 1:
-                raise
-            # one request's rows broke the model's schema: answer the others, blame that one
-            return [self._predict_one(loaded, route, shadow, item, logged) for item in items]
-        prediction_array = output["prediction"].to_numpy()
-        probability_array = output["probability"].to_numpy() if self.task == "binary" else None
-        shadow_array = shadow_output["prediction"].to_numpy() if shadow_output is not None else None
-        if logged is not None:
-            logged.append(
-                LoggedBatch(
-                    [item.request_id for item in items],
-                    np.fromiter((len(item.records) for item in items), dtype=np.int64, count=len(items)),
-                    np.full(len(items), now_us(), dtype=np.int64),
-                    big,
-                    loaded.version,
-                    route,
-                    prediction_array,
-                    probability_array,
-                    shadow.version if shadow else None,
-                    shadow_array,
-                    [item.body for item in items],
-                )
-            )
-        predictions = prediction_array.tolist()
-        probabilities = probability_array.tolist() if probability_array is not None else None
-        shadows = shadow_array.tolist() if shadow_array is not None else None
-        answers = []
-        offset = 0
-        for item in items:
-            part = slice(offset, offset + len(item.records))
-            offset += len(item.records)
-            answers.append(
-                _Answer(
-                    loaded.version,
-                    route,
-                    predictions[part],
-                    probabilities[part] if probabilities is not None else None,
-                    output.iloc[part].reset_index(drop=True) if self.task == "multiclass" else None,
-                    shadow.version if shadow else None,
-                    shadows[part] if shadows is not None else None,
-                )
-            )
-        return answers
-
-    def _predict_one(
-        self,
-        loaded: _Loaded,
-        route: str,
-        shadow: _Loaded | None,
-        item: _Item,
-        logged: list[LoggedBatch] | None,
-    ) -> _Answer:
-        try:
-            return self._predict_group(loaded, route, shadow, [item], logged)[0]
-        except ValueError as e:
-            return _Answer(error=str(e))
-
-    def _body(self, request_id: str, answer: _Answer) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "request_id": request_id,
-            "model_version": str(answer.version),
-            "route": answer.route,
-            "predictions": answer.predictions,
-        }
-        if self.task == "binary":
-            body["probabilities"] = answer.probabilities
-        elif self.task == "multiclass":
-            output = answer.output
-            assert output is not None
-            columns = [c for c in output.columns if c.startswith("probability_")]
-            body["probabilities"] = [
-                {c[len("probability_") :]: p for c, p in zip(columns, row, strict=True)}
-                for row in output[columns].itertuples(index=False)
-            ]
-        return body
 
     async def feedback_endpoint(self, request: Request) -> Response:
         denied = self.authorize(request)
@@ -542,7 +271,7 @@ class Server:
                 413, "too_large", "labels", f"at most {self.serving.max_rows_per_request} labels"
             )
         request_id: str = parsed.request_id  # type: ignore[attr-defined]
-        status = await self._prediction_status(request_id)
+        status = await self.ids.status(request_id)
         if status == "unknown":
             self._metrics.rejected.inc(tags={"reason": "unknown_request_id"})
             horizon_s = self.config.monitoring.dedup_horizon_s
@@ -560,40 +289,10 @@ class Server:
         self.feedback.append(Feedback(request_id, now_us(), labels))
         return _json(200, {"request_id": request_id, "status": status, "num_labels": len(labels)})
 
-    def _issue_id(self, base: str) -> str:
-        """An id for a request that brought none, marked so that any replica knows this endpoint issued it."""
-        return f"{base}.{self._id_tag(base)}"
-
-    def _id_tag(self, base: str) -> str:
-        return hashlib.blake2b(base.encode(), key=self._id_key, digest_size=4).hexdigest()
-
-    async def _prediction_status(self, request_id: str) -> str:
-        """What became of the prediction a label is for: matched, pending or unknown.
-
-        ``matched``: this replica answered it, or it is in the inference log.
-        ``pending``: this endpoint issued the id (another replica answered it) and
-        its log entry is on its way; the monitor joins the label when it lands.
-        ``unknown``: a caller's own id found neither here nor in the log, after
-        waiting one log flush for a prediction another replica just made.
-        """
-        if request_id in self._answered:
-            return "matched"
-        base, _, tag = request_id.rpartition(".")
-        if base and hmac.compare_digest(tag, self._id_tag(base)):
-            return "pending"
-        if not self.serving.inference_log:
-            return "pending"  # nothing to look in: kept, as before
-        horizon_s = self.config.monitoring.dedup_horizon_s
-        for wait_s in (0.0, self.serving.log_flush_interval_s + 0.5):
-            await asyncio.sleep(wait_s)
-            if await asyncio.to_thread(logged_recently, self.config.inference_log_uri, request_id, horizon_s):
-                return "matched"
-        return "unknown"
-
     def model_info(self) -> dict[str, Any]:
         state = self.state
 
-        def describe(loaded: _Loaded | None) -> dict[str, Any] | None:
+        def describe(loaded: Loaded | None) -> dict[str, Any] | None:
             if loaded is None:
                 return None
             return {"version": loaded.version, "run_id": loaded.run_id, "data_version": loaded.data_version}
@@ -670,117 +369,6 @@ class Server:
         return _json(status, {"error": summary, "problems": found})
 
 
-_MAX_ANSWERED_IDS = 100_000  # ~10 MB of ids: minutes of traffic at the rates measured here
-
-
-def _tags(*keys: str) -> Any:
-    return keys  # Ray's stubs say tuple[str]; any tuple of names works
-
-
-class _Metrics:
-    """raymlops' Prometheus metrics, exported beside Ray Serve's own."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.predictions = metrics.Counter(
-            "raymlops_predictions",
-            description="Rows predicted, by model version and route (champion or canary).",
-            tag_keys=_tags("model", "model_version", "route"),
-        )
-        self.requests = metrics.Counter(
-            "raymlops_requests",
-            description="Prediction requests answered, by model version and outcome.",
-            tag_keys=_tags("model", "model_version", "outcome"),
-        )
-        self.rejected = metrics.Counter(
-            "raymlops_rejected_requests",
-            description="Requests refused, by reason (invalid, too_large, unauthorized, no_model).",
-            tag_keys=_tags("model", "reason"),
-        )
-        self.latency_ms = metrics.Histogram(
-            "raymlops_request_latency_ms",
-            description="Time inside the replica from request to response, milliseconds.",
-            boundaries=_LATENCY_BOUNDARIES_MS,
-            tag_keys=_tags(
-                "model",
-            ),
-        )
-        self.batch_size = metrics.Histogram(
-            "raymlops_batch_size",
-            description="Requests per model call (dynamic batching).",
-            boundaries=_BATCH_BOUNDARIES,
-            tag_keys=_tags(
-                "model",
-            ),
-        )
-        self.shadow_compared = metrics.Counter(
-            "raymlops_shadow_comparisons",
-            description="Rows predicted by both champion and shadow challenger.",
-            tag_keys=_tags("model", "model_version", "shadow_version"),
-        )
-        self.registry_errors = metrics.Counter(
-            "raymlops_registry_errors",
-            description="Refreshes of the served models that failed because the registry did not answer.",
-            tag_keys=_tags("model", "error"),
-        )
-        self.shadow_disagreed = metrics.Counter(
-            "raymlops_shadow_disagreements",
-            description="Rows where the shadow challenger's prediction differs from the champion's.",
-            tag_keys=_tags("model", "model_version", "shadow_version"),
-        )
-        for metric in (
-            self.predictions,
-            self.requests,
-            self.rejected,
-            self.latency_ms,
-            self.batch_size,
-            self.shadow_compared,
-            self.shadow_disagreed,
-            self.registry_errors,
-        ):
-            metric.set_default_tags({"model": model})
-
-    def observe(self, answer: _Answer, num_rows: int, latency_ms: float) -> None:
-        version = str(answer.version)
-        self.predictions.inc(num_rows, tags={"model_version": version, "route": answer.route})
-        self.requests.inc(tags={"model_version": version, "outcome": "ok"})
-        self.latency_ms.observe(latency_ms)
-        if answer.shadow_predictions is not None:
-            tags = {"model_version": version, "shadow_version": str(answer.shadow_version)}
-            differ = sum(a != b for a, b in zip(answer.predictions, answer.shadow_predictions, strict=True))
-            self.shadow_compared.inc(num_rows, tags=tags)
-            if differ:
-                self.shadow_disagreed.inc(differ, tags=tags)
-
-
-def token_sha256(config: ProjectConfig) -> str | None:
-    """The SHA-256 of the bearer token in the driver's environment, or None.
-
-    Replicas get only this digest and compare digests in constant time: the
-    token itself never enters a runtime env, an actor's arguments or a Ray log.
-    """
-    name = config.serving.auth_token_env
-    token = os.environ.get(name) if name else None
-    return hashlib.sha256(token.encode()).hexdigest() if token else None
-
-
-def _token_digest(config: ProjectConfig, sha256_hex: str | None) -> bytes | None:
-    """The digest a replica checks requests against: from the driver, else its own environment."""
-    name = config.serving.auth_token_env
-    if not name:
-        return None
-    if sha256_hex:
-        return bytes.fromhex(sha256_hex)
-    token = os.environ.get(name)
-    if not token:
-        # fail closed: a replica that was told to require a token never serves without one
-        raise RuntimeError(
-            f"serving.auth_token_env names {name!r}, but that environment variable is empty in the "
-            "replica and in the process that deployed it; set it there (or remove serving.auth_token_env)"
-        )
-    return hashlib.sha256(token.encode()).digest()
-
-
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
@@ -815,7 +403,7 @@ def build(config: ProjectConfig, *, user_config: dict[str, Any] | None = None) -
             self.server.reconfigure(user_config)
 
         def check_health(self) -> None:
-            if not self.server._watcher.is_alive():
+            if not self.server.models.watching:
                 raise RuntimeError("the model watcher thread died")
 
         def __del__(self) -> None:

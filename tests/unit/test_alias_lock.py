@@ -10,6 +10,7 @@ import pytest
 from raymlops import registry
 from raymlops.config import parse_config
 from raymlops.errors import PromotionError
+from raymlops.registry import _lock
 from tests.conftest import demo_raw_config
 
 
@@ -47,10 +48,10 @@ def test_a_lease_left_by_a_dead_holder_is_taken_over_once_expired(config, monkey
     from deltalake import write_deltalake
 
     uri = config.locations.alias_lock_uri("churn")
-    write_deltalake(uri, registry._lease_row("dead@host/1", time.time() - 1), mode="overwrite")
+    write_deltalake(uri, _lock._lease_row("dead@host/1", time.time() - 1), mode="overwrite")
     with registry.alias_lock(config, "churn"):
         assert _owner(config)["owner"] != "dead@host/1"
-    write_deltalake(uri, registry._lease_row("alive@host/2", time.time() + 60), mode="overwrite")
-    monkeypatch.setattr(registry, "ALIAS_LOCK_WAIT_S", 0.5)
+    write_deltalake(uri, _lock._lease_row("alive@host/2", time.time() + 60), mode="overwrite")
+    monkeypatch.setattr(_lock, "ALIAS_LOCK_WAIT_S", 0.5)
     with pytest.raises(PromotionError, match="stayed held"), registry.alias_lock(config, "churn"):
         pass

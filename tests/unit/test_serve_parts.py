@@ -42,7 +42,7 @@ def test_feedback_labels_follow_the_label_classes(make_config):
 
 
 def test_canary_bucket_is_stable_and_uniform():
-    from raymlops.serve._app import canary_bucket
+    from raymlops.serve._predict import canary_bucket
 
     buckets = [canary_bucket(f"req-{i}") for i in range(20_000)]
     assert canary_bucket("req-7") == buckets[7]
@@ -67,7 +67,7 @@ def test_serve_build_output_passes_rays_own_schema(make_config, tmp_path):
 
 _SETTLE = """
 import gc, weakref
-from raymlops.serve._app import _settle_heap
+from raymlops.serve._models import settle_heap as _settle_heap
 
 class Node:
     pass
