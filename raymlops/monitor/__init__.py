@@ -3,8 +3,9 @@
 - ``_stats``: the drift statistics, pure NumPy/SciPy functions.
 - ``_report``: a window of rows against the training reference → ``DriftReport``;
   ``DriftPolicy`` turns reports into retrain triggers.
-- ``_monitor``: ``Monitor``, the Ray-free logic of ingest, windows, labels, jobs
-  and persisted state (``_state``).
+- ``_monitor``: ``Monitor``, the Ray-free logic of ingest and windows, with the
+  live metric (``_labels``), the retrain jobs (``_jobs``) and persisted state
+  (``_state``); ``_status``: what ``monitor status`` shows.
 - ``_actor``: ``DriftMonitor``, the detached Ray actor around a ``Monitor``;
   ``start``/``get``/``stop``.
 - ``_production``: labelled production rows for a retrain.
@@ -33,6 +34,7 @@ from raymlops.monitor._stats import (
     psi,
     wasserstein,
 )
+from raymlops.monitor._status import MonitorStatus, RetrainRequest, request_retrain, status
 
 __all__ = [
     "TESTS",
@@ -47,8 +49,10 @@ __all__ = [
     "LabelledRows",
     "Monitor",
     "MonitorState",
+    "MonitorStatus",
     "Reference",
     "ReportPage",
+    "RetrainRequest",
     "chi2",
     "corrected",
     "default_test",
@@ -64,7 +68,9 @@ __all__ = [
     "normalised_wasserstein",
     "numeric_statistics",
     "psi",
+    "request_retrain",
     "start",
+    "status",
     "stop",
     "submission_id",
     "table_text",

@@ -195,9 +195,15 @@ class DriftMonitor:
         """One check at once (tests and ``raymlops monitor status --check``)."""
         return self._check()
 
-    def request_retrain(self, reason: str) -> list[str]:
-        """Trigger a retrain now and submit it in the same call (``raymlops monitor retrain``)."""
-        return [self.monitor.request_retrain(reason), *self._check()]
+    def request_retrain(self, reason: str) -> dict[str, Any]:
+        """Trigger a retrain now and submit it in the same call (``raymlops monitor retrain``).
+
+        Returns ``triggered`` (a new trigger was recorded) and what happened, in order.
+        """
+        before = self.monitor.state.num_triggers
+        first = self.monitor.request_retrain(reason)
+        triggered = self.monitor.state.num_triggers > before
+        return {"triggered": triggered, "events": [first, *self._check()]}
 
     def status(self) -> dict[str, Any]:
         return self.monitor.status()
