@@ -237,7 +237,7 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
     When ASHA stops a trial, Tune kills the trial's actor and with it the
     trial's Ray Train controller, which then never removes its workers'
     placement group; the group would hold its CPUs until the sweep's driver
-    exits (see ``train._trainer_class``). The callback runs on the driver,
+    exits (see ``train.trainer_class``). The callback runs on the driver,
     which outlives every trial: each ended trial is noted, and at every step of
     the sweep the groups of ended trials whose actor is gone are removed.
     ``release_all`` does the last ones after the sweep.

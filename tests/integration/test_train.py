@@ -121,7 +121,7 @@ def test_embedded_ray_trains_without_the_placement_group_cleaner_actor(monkeypat
         return {type(c) for c in trainer._create_default_callbacks()}
 
     assert train.embedded_ray()  # the session cluster gets the embedded head's environment
-    assert PlacementGroupCleanerCallback not in kinds(train._trainer_class())
+    assert PlacementGroupCleanerCallback not in kinds(train.trainer_class())
     monkeypatch.delenv("RAYMLOPS_EMBEDDED_RAY")  # a cluster of its own keeps Ray Train's cleaner
-    assert train._trainer_class() is TorchTrainer
+    assert train.trainer_class() is TorchTrainer
     assert PlacementGroupCleanerCallback in kinds(TorchTrainer)

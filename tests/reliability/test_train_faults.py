@@ -1,7 +1,7 @@
 """A Ray Train controller killed mid-fit on the embedded head: the fit fails clearly and frees its CPUs.
 
 On an embedded head raymlops runs Ray Train without its per-fit placement-group
-cleaner actor (``train._trainer_class``); this is the fault that actor exists
+cleaner actor (``train.trainer_class``); this is the fault that actor exists
 for, so the test checks that raymlops' own release does its job.
 """
 

@@ -10,6 +10,8 @@ from raymlops import train
 from raymlops.bundle import Predictor
 from raymlops.config import parse_config
 from raymlops.errors import ConfigError, InsufficientResourcesError
+from raymlops.train._inputs import encode_batch
+from raymlops.train._model import forward, make_loss
 from tests.conftest import demo_raw_config
 
 
@@ -29,7 +31,7 @@ def _features(n: int, d: int) -> np.ndarray:
     ],
 )
 def test_batches_become_float_features_and_task_targets(task, classes, labels, expected, dtype):
-    out = train._encode_batch({"features": _features(3, 4), "y_col": labels}, "y_col", classes, task)
+    out = encode_batch({"features": _features(3, 4), "y_col": labels}, "y_col", classes, task)
     assert out["x"].dtype == np.float32 and out["x"].shape == (3, 4)
     assert out["y"].dtype == dtype and out["y"].tolist() == expected
 
@@ -44,8 +46,8 @@ def test_batches_become_float_features_and_task_targets(task, classes, labels, e
 )
 def test_loss_and_output_shapes_agree_per_task(task, output_dim, target):
     model = train.build_model(4, output_dim, (8,), 0.0)
-    out = train._forward(model, torch.randn(2, 4), task)
-    loss = train._loss(task)(out, target)
+    out = forward(model, torch.randn(2, 4), task)
+    loss = make_loss(task)(out, target)
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
