@@ -51,7 +51,7 @@ def _feed(monitor: Monitor, predicted, actual, now_s: float) -> list[str]:
     monitor.state.labelled.extend(zip(predicted.tolist(), actual.tolist(), strict=True))
     monitor.state.num_labelled += len(actual)
     monitor.state.num_new_labelled += len(actual)
-    return monitor._performance(now_s)
+    return monitor.performance.check(monitor.state, monitor.baseline, now_s)
 
 
 def _judged(monitor: Monitor) -> list[dict]:
