@@ -261,7 +261,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
-        pq.writerender_table(table, out)
+        pq.write_table(table, out)
     else:
         pacsv.write_csv(table, out)
     print(f"wrote {table.num_rows} rows to {out}")

@@ -11,7 +11,7 @@ Example:
 
 from raymlops.data._demo import generate as generate_demo_data
 from raymlops.data._features import compile_features
-from raymlops.data._ingest import detect_format, ingest
+from raymlops.data._ingest import ingest
 from raymlops.data._prepare import (
     FEATURES_COLUMN,
     SPLITS,
@@ -22,6 +22,7 @@ from raymlops.data._prepare import (
     read_version,
 )
 from raymlops.data._profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from raymlops.data._read import detect_format
 from raymlops.data._results import DatasetVersion, RuleViolation, ValidationReport
 from raymlops.data._schema import (
     ARROW_TYPES,
