@@ -86,7 +86,6 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         >>> sweep = run(data.prepare(version, cfg), cfg)  # doctest: +SKIP
         >>> sweep.best.metrics["val_loss"], sweep.num_stopped_early  # doctest: +SKIP
     """
-    import mlflow
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -97,11 +96,10 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
     say = progress or (lambda _m: None)
     tuning = config.tuning
     train.check_resources(config, ray.cluster_resources())
-    tracking_uri = runtime.configure_mlflow(config)
-    client = mlflow.MlflowClient(tracking_uri)
+    client = runtime.mlflow_client(config)
     sweep_name = f"{config.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     parent = client.create_run(
-        tracking.experiment_id(config),
+        tracking.experiment_id(config, client),
         run_name=sweep_name,
         tags={
             "raymlops.stage": "tune",

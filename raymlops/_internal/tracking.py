@@ -91,7 +91,7 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def experiment_id(config: ProjectConfig) -> str:
+def experiment_id(config: ProjectConfig, client: Any) -> str:
     """The project's MLflow experiment, its artifacts where every node can read them.
 
     With SQLite the client writes artifacts itself, under the storage home (not
@@ -103,9 +103,6 @@ def experiment_id(config: ProjectConfig) -> str:
         StorageError: the experiment exists with its artifacts on one machine's disk
             while the tracking store is a server (other nodes could not load its models).
     """
-    import mlflow
-
-    client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(config.name)
     remote_tracking = not config.mlflow_tracking_uri.startswith("sqlite:")
     if existing is not None:

@@ -178,11 +178,9 @@ def _holdout_warnings(challenger: Evaluation, config: ProjectConfig) -> tuple[st
 
 
 def _log(config: ProjectConfig, mv: ModelVersion, report: GateReport) -> None:
-    import mlflow
-
     from raymlops import runtime
 
-    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    client = runtime.mlflow_client(config)
     ev = report.challenger
     client.log_text(mv.run_id, report.to_json(), f"gate/{report.report_id}.json")
     client.log_text(mv.run_id, report.to_markdown(), f"gate/{report.report_id}.md")
@@ -207,8 +205,7 @@ def _log(config: ProjectConfig, mv: ModelVersion, report: GateReport) -> None:
         registry.TAG_GATE_DATA: f"{ev.data_version}:{ev.data_digest[:12]}",
         registry.TAG_GATE_FAILURES: failures[:4000] or "none",
     }
-    for key, text in tags.items():
-        client.set_model_version_tag(mv.name, str(mv.version), key, text)
+    registry.Registry(config).tag_version(mv, tags)
 
 
 def load_report(config: ProjectConfig, ref: str, report_id: str | None = None) -> GateReport:

@@ -315,11 +315,10 @@ def _promoted(
 
 def _version_trained_as(config: ProjectConfig, run_name: str) -> int | None:
     """The version registered from a finished training run of this name, if there is one."""
-    import mlflow
 
     from raymlops import runtime
 
-    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    client = runtime.mlflow_client(config)
     experiment = client.get_experiment_by_name(config.name)
     if experiment is None:
         return None

@@ -59,7 +59,6 @@ def run(
         >>> result.metrics["val_loss"]  # doctest: +SKIP
         0.52
     """
-    import mlflow
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig
 
@@ -70,11 +69,12 @@ def run(
     training = config.training
     check_resources(config, ray.cluster_resources())
     loop_config = _loop_config(config, prepared, overrides or {})
-    tracking_uri = runtime.configure_mlflow(config)
+    client = runtime.mlflow_client(config)
+    tracking_uri = config.mlflow_tracking_uri
     run_name = run_name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     storage_path = config.locations.train_uri
 
-    experiment_id = tracking.experiment_id(config)
+    experiment_id = tracking.experiment_id(config, client)
     tags = {
         "raymlops.stage": "train",
         "raymlops.model_name": config.name,
@@ -90,7 +90,6 @@ def run(
         tags["mlflow.source.git.commit"] = commit
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    client = mlflow.MlflowClient(tracking_uri)
     params = tracking.config_params(config)
     params.update({f"override.{k}": json.dumps(v) for k, v in (overrides or {}).items()})
     params.update(

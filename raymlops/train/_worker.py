@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -217,22 +218,27 @@ def _evaluate(model: torch.nn.Module, shard: Any, task: str, world: int, device:
 def _mlflow_epoch(cfg: dict[str, Any], metrics: dict[str, float]) -> None:
     if not cfg.get("mlflow_run_id"):
         return
-    import mlflow
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     step = int(metrics["epoch"])
     items = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != "epoch"]
-    mlflow.MlflowClient(cfg["mlflow_tracking_uri"]).log_batch(cfg["mlflow_run_id"], metrics=items)
+    _mlflow_client(cfg["mlflow_tracking_uri"]).log_batch(cfg["mlflow_run_id"], metrics=items)
 
 
 def _mlflow_resumed(cfg: dict[str, Any], state: dict[str, Any]) -> None:
     if not cfg.get("mlflow_run_id"):
         return
-    import mlflow
-
-    client = mlflow.MlflowClient(cfg["mlflow_tracking_uri"])
+    client = _mlflow_client(cfg["mlflow_tracking_uri"])
     client.log_metric(
         cfg["mlflow_run_id"], "resumed_from_epoch", float(state["epoch"]), step=state["num_attempts"]
     )
     client.set_tag(cfg["mlflow_run_id"], "raymlops.resumed", "true")
+
+
+@functools.lru_cache(maxsize=4)
+def _mlflow_client(tracking_uri: str) -> Any:
+    """One client per worker process and store: a client per epoch rebuilt the store each time."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri)
