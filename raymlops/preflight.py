@@ -12,6 +12,7 @@ MLflow server answer; does the champion (when there is one) load.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from raymlops.config import ProjectConfig
 
@@ -68,7 +69,7 @@ class PreflightReport:
 
 
 def _check_here(config_json: str, champion_uri: str | None) -> list[tuple[str, str]]:
-    """Runs on one node: the three checks with this node's environment."""
+    """Runs on one node: the three checks with this node's environment (and its own clients)."""
     import os
 
     from raymlops._internal import files
@@ -76,36 +77,37 @@ def _check_here(config_json: str, champion_uri: str | None) -> list[tuple[str, s
     from raymlops.contracts import is_remote
 
     config = ProjectConfig.model_validate_json(config_json)
-    results: list[tuple[str, str]] = []
-    home = config.home_uri
-    try:
+    home, tracking_uri = config.home_uri, config.mlflow_tracking_uri
+
+    def storage() -> None:
         if not is_remote(home) and not os.path.isdir(home):
             raise OSError(f"{home} does not exist on this node")
         files.probe(home)
-        results.append(("storage", "ok"))
-    except Exception as e:
-        results.append(("storage", f"{type(e).__name__}: {e}"))
-    try:
+
+    def tracking() -> None:
         import mlflow
 
-        client = mlflow.MlflowClient(config.mlflow_tracking_uri, config.mlflow_tracking_uri)
-        client.search_experiments(max_results=1)
-        results.append(("mlflow", "ok"))
-    except Exception as e:
-        results.append(("mlflow", f"{type(e).__name__}: {str(e)[:300]}"))
-    if champion_uri is None:
-        results.append(("champion", "skipped: no champion"))
-    else:
-        try:
-            import mlflow
+        mlflow.MlflowClient(tracking_uri, tracking_uri).search_experiments(max_results=1)
 
-            mlflow.set_tracking_uri(config.mlflow_tracking_uri)
-            mlflow.set_registry_uri(config.mlflow_tracking_uri)
-            mlflow.pyfunc.load_model(champion_uri)
-            results.append(("champion", "ok"))
-        except Exception as e:
-            results.append(("champion", f"{type(e).__name__}: {str(e)[:300]}"))
+    def champion() -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        mlflow.pyfunc.load_model(champion_uri)
+
+    results = [("storage", _outcome(storage)), ("mlflow", _outcome(tracking))]
+    results.append(("champion", "skipped: no champion" if champion_uri is None else _outcome(champion)))
     return results
+
+
+def _outcome(check: Callable[[], None]) -> str:
+    """ "ok", or the exception a check raised, cut to what a table row can hold."""
+    try:
+        check()
+    except Exception as e:  # every failure is a finding for the report, never a crash of the task
+        return f"{type(e).__name__}: {str(e)[:300]}"
+    return "ok"
 
 
 def check_cluster(config: ProjectConfig, *, timeout_s: float = 300.0) -> PreflightReport:

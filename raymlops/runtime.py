@@ -63,6 +63,7 @@ class Runtime:
     metrics_export_port: int | None
 
     record_path: Path | None = None  # the cluster record this process wrote (embedded head)
+    chatter_log_path: Path | None = None  # where Ray's and MLflow's messages went (quiet commands)
 
     def stop(self) -> None:
         """Shut Ray down if this process started it; a no-op when attached to a cluster."""
@@ -123,6 +124,9 @@ def configure_mlflow(config: ProjectConfig) -> str:
         return uri
     if uri.startswith("sqlite:///"):
         ensure_home(config)
+    from raymlops._internal import chatter
+
+    chatter.silence_mlflow_stream()  # a quiet command: MLflow's prints go nowhere, its warnings to the log
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -155,12 +159,14 @@ _CLIENTS_LOCK = threading.Lock()
 _SHARED: set[tuple[str, str]] = set()  # (cluster, local home) pairs proven shared by every node
 
 
-def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
+def start(config: ProjectConfig, *, log_to_driver: bool = True, quiet: bool = False) -> Runtime:
     """Start an embedded Ray head or attach to the configured cluster.
 
     Re-uses Ray when this process already initialised it (tests share one cluster).
     Attached to a cluster of several nodes, a local-folder home must be one every
-    node sees (a shared mount); otherwise nothing starts.
+    node sees (a shared mount); otherwise nothing starts. ``quiet`` (the CLI)
+    sends Ray's and MLflow's own messages to ``chatter_log_path`` instead of the
+    terminal (see ``_internal/chatter.py``).
 
     Raises:
         RuntimeStartError: Ray could not be started or the address could not be reached.
@@ -169,6 +175,11 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
     import ray
 
     ensure_home(config)
+    chatter_log = None
+    if quiet:
+        from raymlops._internal import chatter
+
+        chatter_log = chatter.route_to_file(config.locations.chatter_log_path)
     namespace = config.runtime.namespace
     address = config.ray_address
     env_vars = {
@@ -233,6 +244,8 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
             ) from e
         started_here = True
     _configure_ray_data()
+    if quiet:
+        chatter.route_worker_output()
     context = ray.get_runtime_context()
     gcs_address = context.gcs_address
     if not started_here and not is_remote(config.home_uri) and (gcs_address, config.home_uri) not in _SHARED:
@@ -251,6 +264,7 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True) -> Runtime:
         mlflow_tracking_uri=config.mlflow_tracking_uri,
         metrics_export_port=metrics_port,
         record_path=record,
+        chatter_log_path=chatter_log,
     )
 
 
@@ -363,9 +377,9 @@ def serve_ingress_env(config: ProjectConfig) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def session(config: ProjectConfig, *, log_to_driver: bool = True) -> Iterator[Runtime]:
+def session(config: ProjectConfig, *, log_to_driver: bool = True, quiet: bool = False) -> Iterator[Runtime]:
     """``start`` as a context manager that stops the embedded head on exit."""
-    rt = start(config, log_to_driver=log_to_driver)
+    rt = start(config, log_to_driver=log_to_driver, quiet=quiet)
     try:
         yield rt
     finally:

@@ -139,5 +139,5 @@ def attach(args: argparse.Namespace, config: ProjectConfig, *, use_record: bool 
 def with_runtime(config: ProjectConfig, fn: Callable[[], int]) -> int:
     from raymlops import runtime
 
-    with runtime.session(config):
+    with runtime.session(config, quiet=True):
         return fn()

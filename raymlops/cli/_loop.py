@@ -81,7 +81,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from raymlops import pipeline
 
     config = project_config(args, fallback=pipeline.packaged_demo_config())
-    summary = pipeline.demo(config, num_rows=args.rows, step=Step(), say=say)
+    summary = pipeline.demo(config, num_rows=args.rows, step=Step(), say=say, quiet=True)
     print()
     print(summary.render())
     return 0 if summary.ok else 1

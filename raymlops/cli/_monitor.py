@@ -115,7 +115,7 @@ def _cmd_monitor_start(args: argparse.Namespace) -> int:
 
     config = project_config(args)
     attach(args, config)
-    rt = runtime.start(config)
+    rt = runtime.start(config, quiet=True)
     try:
         monitor.start(config, jobs_address=rt.dashboard_url)
         print(f"drift monitor {config.monitor_actor_name} running in namespace {config.runtime.namespace}")

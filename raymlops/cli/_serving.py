@@ -95,7 +95,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = project_config(args)
     attach(args, config, use_record=False)
-    rt = runtime.start(config)
+    rt = runtime.start(config, quiet=True)
     try:
         endpoint = pipeline.deploy(config, jobs_address=rt.dashboard_url, say=say)
         rollout = registry.rollout(config)

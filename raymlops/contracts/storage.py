@@ -189,6 +189,11 @@ class StorageLocations:
         return self.scratch_path / "serving" / f"{self.name}_journal"
 
     @property
+    def chatter_log_path(self) -> Path:
+        """Where Ray's and MLflow's own messages go while a raymlops command runs (appended)."""
+        return self.scratch_path / "logs" / "ray-and-mlflow.log"
+
+    @property
     def cluster_record_path(self) -> Path:
         """The embedded head this machine started for the home (a local Ray is local by nature)."""
         return self.scratch_path / "runtime" / "cluster.json"

@@ -37,6 +37,7 @@ class DemoSummary:
     drift_report_path: str | None = None
     num_requests: int = 0
     num_failed_requests: int = 0
+    log_path: str | None = None  # Ray's and MLflow's own messages (a quiet run)
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,8 @@ class DemoSummary:
             lines.append(f"  endpoint        {self.endpoint_url} (stops with the demo; see `raymlops serve`)")
         if self.dashboard_url:
             lines.append(f"  Ray dashboard   {self.dashboard_url} (up while a command runs)")
+        if self.log_path:
+            lines.append(f"  Ray/MLflow log  {self.log_path} (their warnings and the workers' output)")
         lines.append(
             "  explore         raymlops models list; raymlops history; raymlops monitor status; "
             "raymlops monitor report"
@@ -92,8 +95,12 @@ def demo(
     num_rows: int = 5000,
     step: Step | None = None,
     say: Say | None = None,
+    quiet: bool = False,
 ) -> DemoSummary:
     """Run the whole closed loop on an embedded local Ray (or the configured cluster).
+
+    ``quiet`` keeps Ray's and MLflow's messages off the terminal (in the log
+    file the summary names), as the CLI does.
 
     Steps: generate demo data → ingest a clean batch (a Delta version) → ingest
     a batch with broken rows (quarantined with reasons) → prepare (split,
@@ -130,8 +137,9 @@ def demo(
         say(f"{max(num_rows // 10, 50)} new rows, some broken → {messy_path}")
         done.append(("generate", True, f"{num_rows} rows + a batch with broken rows"))
 
-    with runtime.session(config) as rt:
+    with runtime.session(config, quiet=quiet) as rt:
         say(f"Ray dashboard: {rt.dashboard_url}")
+        log_path = str(rt.chatter_log_path) if rt.chatter_log_path else None
         with step("ingest and validate (Delta version)"):
             # overwrite: every demo run starts from the same table contents (history is kept)
             v = data.ingest(str(clean_path), config, mode="overwrite", on_invalid="fail", progress=say)
@@ -183,7 +191,7 @@ def demo(
                 )
             )
         if champion is None:
-            return _summary(config, done, versions, models, gates, rt.dashboard_url, home)
+            return _summary(config, done, versions, models, gates, rt.dashboard_url, home, log_path=log_path)
 
         loop = ClosedLoop(config, rt.dashboard_url, say)
         with step("serve the champion with Ray Serve; start the drift monitor"):
@@ -200,7 +208,9 @@ def demo(
             report_path = loop.report()
             done.append(("report", report_path is not None, report_path or "not written"))
         loop.stop()
-        return _summary(config, done, versions, models, gates, rt.dashboard_url, home, loop=loop)
+        return _summary(
+            config, done, versions, models, gates, rt.dashboard_url, home, loop=loop, log_path=log_path
+        )
 
 
 def _gate_in_turn(
@@ -230,6 +240,7 @@ def _summary(
     home: str,
     *,
     loop: ClosedLoop | None = None,
+    log_path: str | None = None,
 ) -> DemoSummary:
     from raymlops import registry
 
@@ -250,6 +261,7 @@ def _summary(
         drift_report_path=loop.report_path if loop else None,
         num_requests=loop.traffic.num_requests if loop and loop.traffic else 0,
         num_failed_requests=len(loop.traffic.failures) if loop and loop.traffic else 0,
+        log_path=log_path,
     )
 
 

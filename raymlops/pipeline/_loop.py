@@ -178,7 +178,9 @@ class ClosedLoop:
         if st.get("last_performance"):
             perf = st["last_performance"]
             metric, value, verdict = perf["metric"], perf["value"], perf["verdict"]
-            self.say(f"live {metric} {value:.3f}, holdout {perf['baseline']}: {verdict}")
+            baseline = perf.get("baseline")
+            shown = f"{baseline:.3f}" if isinstance(baseline, float) else "-"
+            self.say(f"live {metric} {value:.3f}, holdout {shown}: {verdict}")
         jobs = st["jobs"]
         if self.traffic.failures:
             self.say(f"{len(self.traffic.failures)} failed requests, e.g. {self.traffic.failures[0]}")

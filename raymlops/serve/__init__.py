@@ -93,6 +93,9 @@ def deploy(config: ProjectConfig, *, progress: Any = None) -> Endpoint:
     say = progress or (lambda _m: None)
     serving = config.serving
     _check_port_free(config)
+    from raymlops._internal import chatter
+
+    chatter.reroute()  # importing Ray Serve gave its driver-side logger a terminal handler of its own
     try:
         serve.start(
             http_options={"host": serving.host, "port": serving.port},

@@ -102,7 +102,8 @@ def release_placement_group(record: Path, *, wait_for_owner: bool = False) -> bo
     if wait_for_owner and owner and _actor_alive(owner[0]):
         return False
     remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-    _LOG.warning("removed placement group %s, left behind by a fit whose controller died", group_id)
+    # expected after every trial ASHA stops: its controller is killed with the group still placed
+    _LOG.info("removed placement group %s, left behind by a fit whose controller died", group_id)
     return True
 
 

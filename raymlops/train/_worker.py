@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raymlops._internal.chatter import progress
 from raymlops.train._inputs import shard_name
 from raymlops.train._model import build_model, forward, make_loss, unwrap
 from raymlops.train._resources import record_placement_group
@@ -109,7 +110,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
         if rank == 0:
             _mlflow_epoch(cfg, {**metrics, "epoch_train_s": train_s})
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
-            _LOG.info("epoch %d/%d: %s", epoch + 1, cfg["epochs"], shown)
+            _LOG.info("%s", progress(f"epoch {epoch + 1}/{cfg['epochs']}: {shown}"))
             with tempfile.TemporaryDirectory() as folder:
                 blob = {
                     "model": unwrap(model).state_dict(),

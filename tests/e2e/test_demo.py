@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,6 +53,24 @@ def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray
     assert "ok  stationary: 2 windows judged, 0 drifted, 0 retrain triggers; 0 failed requests" in out
     assert "ok  retrain: job raymlops-retrain-churn-" in out and " promoted: " in out
     assert "0 failed; 1 retrain job(s) in all" in out
+    # a healthy demo prints raymlops' own lines only: no traceback, no Ray or MLflow chatter
+    printed = out + result.stderr
+    for noise in (
+        "Traceback",
+        "Error in training function",
+        "WARNING",
+        "(raylet)",
+        "Progress bars disabled",
+        "INFO mlflow",
+        "Successfully registered model",
+        "execution finished",
+    ):
+        assert noise not in printed, f"{noise!r} reached the terminal:\n{printed[-4000:]}"
+    log_line = next(line for line in out.splitlines() if line.strip().startswith("Ray/MLflow log"))
+    log_path = Path(log_line.split()[2])
+    assert log_path.is_relative_to(home), log_line
+    chatter = log_path.read_text()
+    assert "execution finished" in chatter  # Ray Data's lines from the training workers: kept, not shown
     served = next(line for line in out.splitlines() if line.strip().startswith("endpoint        served"))
     assert "→" in served and ", 0 failed" in served  # two versions, the second after the retrain
 
