@@ -153,8 +153,8 @@ def _raylet_lines(data: dict[str, Any], ignore_prefix: bool = False) -> None:
 
 def _worker_lines(data: dict[str, Any]) -> None:
     lines = logging.getLogger(_FILE_LOGGER)
-    who = data.get("actor_name") or data.get("task_name") or ""
-    source = f"({who} pid={data.get('pid')}, {data.get('ip')})"
+    who = data.get("actor_name") or data.get("task_name")
+    source = f"({who + ' ' if who else ''}pid={data.get('pid')}{', ' + data['ip'] if data.get('ip') else ''})"
     for line in data.get("lines") or ():
         if PROGRESS_MARK in line:
             print(line.split(PROGRESS_MARK, 1)[1], flush=True)

@@ -139,9 +139,6 @@ def _version_table(versions: Sequence[Any]) -> str:
 
 
 def _cmd_data_show(args: argparse.Namespace) -> int:
-    import pyarrow.parquet  # noqa: F401  (deltalake's to_pyarrow needs it loaded)
-    from deltalake import DeltaTable
-
     from raymlops import data
 
     config = project_config(args)
@@ -176,7 +173,7 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     )
     print(indent(render_table(rows, ("column", "kind", "dtype", "nullable", "range", "allowed"))))
     if args.rows > 0:
-        table = DeltaTable(v.table_uri, version=v.version).to_pyarrow_dataset().head(args.rows)
+        table = data.head(v, args.rows)
         print(f"first {table.num_rows} rows")
         print(indent(table.to_pandas().to_string(index=False)))
     return 0

@@ -33,7 +33,7 @@ from raymlops.data._schema import (
     table_schema,
     validate_batch,
 )
-from raymlops.data._store import get_version, list_versions
+from raymlops.data._store import get_version, head, list_versions
 
 __all__ = [
     "ARROW_TYPES",
@@ -55,6 +55,7 @@ __all__ = [
     "detect_format",
     "generate_demo_data",
     "get_version",
+    "head",
     "holdout",
     "ingest",
     "list_versions",

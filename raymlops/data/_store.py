@@ -61,6 +61,14 @@ def list_versions(table_uri: str) -> list[DatasetVersion]:
     return versions
 
 
+def head(version: DatasetVersion, num_rows: int) -> pa.Table:
+    """The first ``num_rows`` rows of a data version, as committed (for ``raymlops data show``)."""
+    import pyarrow.parquet  # noqa: F401  (deltalake's to_pyarrow needs it loaded)
+    from deltalake import DeltaTable
+
+    return DeltaTable(version.table_uri, version=version.version).to_pyarrow_dataset().head(num_rows)
+
+
 def get_version(table_uri: str, version: int | None = None) -> DatasetVersion:
     """One version's record; ``None`` means the latest.
 
