@@ -253,6 +253,8 @@ def start(config: ProjectConfig, *, log_to_driver: bool = True, quiet: bool = Fa
 
         check_home_shared(Path(config.home_uri))  # several nodes: a folder only one of them sees is refused
         _SHARED.add((gcs_address, config.home_uri))
+    if quiet:
+        chatter.open_file()  # every check passed: the log may now be written
     configure_mlflow(config)  # MLflow's globals, once for this process
     dashboard = dashboard_url()
     record = _write_cluster_record(config, gcs_address, dashboard) if started_here else None

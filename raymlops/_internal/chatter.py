@@ -43,14 +43,52 @@ _installed: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
+class _LateFile(logging.Handler):
+    """A file handler that holds its records until ``open``: nothing is written before the checks
+    of ``runtime.start`` pass (a refused home must stay untouched), and nothing at all if they fail."""
+
+    MAX_HELD = 10_000
+
+    def __init__(self, path: Path, level: int) -> None:
+        super().__init__(level)
+        self.path = path
+        self._held: list[logging.LogRecord] = []
+        self._file: Any = None
+
+    def open(self) -> None:
+        with self.lock or threading.RLock():
+            if self._file is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+            held, self._held = self._held, []
+            for record in held:
+                self._write(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            if len(self._held) < self.MAX_HELD:
+                self._held.append(record)
+            return
+        self._write(record)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        try:
+            self._file.write(self.format(record) + "\n")
+            self._file.flush()
+        except Exception:  # a log line must never break the command
+            self.handleError(record)
+
+
 def route_to_file(path: Path) -> Path:
-    """Send third-party logging and Python warnings to ``path`` (once per process); returns the path."""
+    """Send third-party logging and Python warnings to ``path`` (once per process); returns the path.
+
+    The file is created by ``open_file``, once the command may write (records are held till then).
+    """
     with _lock:
         if "path" in _installed:
             return Path(_installed["path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setLevel(logging.WARNING)
+        handler = _LateFile(path, logging.WARNING)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.captureWarnings(True)
         try:  # Ray adds its terminal handler to the "ray" logger lazily: have it now, to replace it
@@ -67,12 +105,21 @@ def route_to_file(path: Path) -> Path:
         lines = logging.getLogger(_FILE_LOGGER)
         lines.setLevel(logging.INFO)
         lines.propagate = False
-        raw = logging.FileHandler(path, encoding="utf-8")
+        raw = _LateFile(path, logging.INFO)
         raw.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         lines.addHandler(raw)
+        _installed["raw"] = raw
         _installed["path"] = str(path)
     silence_mlflow_stream()
     return path
+
+
+def open_file() -> None:
+    """The command passed its checks: create the log file and write what was held (no-op when off)."""
+    with _lock:
+        for key in ("handler", "raw"):
+            if key in _installed:
+                _installed[key].open()
 
 
 def route_worker_output() -> bool:

@@ -190,8 +190,17 @@ class StorageLocations:
 
     @property
     def chatter_log_path(self) -> Path:
-        """Where Ray's and MLflow's own messages go while a raymlops command runs (appended)."""
-        return self.scratch_path / "logs" / "ray-and-mlflow.log"
+        """Where Ray's and MLflow's own messages go while a raymlops command runs (appended).
+
+        Under the home when it is a folder; with an object-store home, in this
+        machine's state folder (``$XDG_STATE_HOME``, where logs belong), since a
+        log that grows line by line cannot live in an object store.
+        """
+        if not self.remote:
+            return Path(self.home_uri) / "logs" / "ray-and-mlflow.log"
+        digest = hashlib.sha256(self.home_uri.encode()).hexdigest()[:12]
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        return state / "raymlops" / digest / "logs" / "ray-and-mlflow.log"
 
     @property
     def cluster_record_path(self) -> Path:
