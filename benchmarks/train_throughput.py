@@ -132,8 +132,8 @@ def main() -> None:
     out = []
     with runtime.session(config, log_to_driver=False):
         prepared = data.prepare(data.ingest(str(source), config, mode="overwrite"), config)
-        runtime.configure_mlflow(config)
-        tracking.experiment_id(config)  # creates the store: once per home, not a fit's start-up
+        # creates the store: once per home, not a fit's start-up
+        tracking.experiment_id(config, runtime.mlflow_client(config))
         num_train = prepared.split_num_rows[0]
         x, y = _plain_inputs(prepared, config)
         plains: list[float] = []

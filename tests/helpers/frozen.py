@@ -35,14 +35,12 @@ def run_copy(result: Any, config: Any) -> Any:
     test that needs them somewhere else (another store, a small disk) registers
     the copy. The weights still come from ``result``'s checkpoint.
     """
-    import mlflow
-
     from raymlops import runtime
     from raymlops._internal import tracking
 
-    client = mlflow.MlflowClient(runtime.configure_mlflow(config))
+    client = runtime.mlflow_client(config)
     run = client.create_run(
-        tracking.experiment_id(config), run_name="copied", tags={"raymlops.stage": "train"}
+        tracking.experiment_id(config, client), run_name="copied", tags={"raymlops.stage": "train"}
     )
     client.set_terminated(run.info.run_id)
     return dataclasses.replace(result, run_id=run.info.run_id)
