@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.cli._common import (
+    EXIT_REJECTED,
     add_config,
     attach,
     config_path,
@@ -64,12 +65,22 @@ def register(sub: Any) -> None:
         description=(
             "Make NAME/VERSION the challenger and route --weight of the requests to it (sticky per "
             "request id). Responses say which version answered. --end stops the rollout. The "
-            "endpoint follows within serving.watch_interval_s; the move is in the alias history."
+            "endpoint follows within serving.watch_interval_s; the move is in the alias history. "
+            "With --judge, step through canary.steps instead, compare the challenger with the "
+            "champion on the same live traffic at each step (error rate, p95 model time, prediction "
+            "shift and agreement, accuracy from late labels) and promote it when every step passes, "
+            "or roll it back on a broken rule or when traffic stays below canary.min_requests for "
+            "canary.max_duration_s (exit 0 promoted, 1 not). The version needs a passed gate report."
         ),
     )
     canary.add_argument("ref", help="NAME/VERSION (with --end: NAME)")
     canary.add_argument("--weight", type=float, default=0.1, help="share of requests, 0..1 (default 0.1)")
     canary.add_argument("--end", action="store_true", help="stop the canary (all traffic to the champion)")
+    canary.add_argument(
+        "--judge",
+        action="store_true",
+        help="judge it step by step (canary section), then promote or roll back",
+    )
     canary.add_argument("--reason", default="", help="kept in the alias history")
     add_config(canary)
     canary.set_defaults(handler=_cmd_canary)
@@ -163,7 +174,14 @@ def _cmd_serve_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_canary(args: argparse.Namespace) -> int:
-    return _rollout(args, shadow=False)
+    if not args.judge:
+        return _rollout(args, shadow=False)
+    from raymlops import pipeline
+
+    config = project_config(args)
+    outcome = pipeline.run_canary(config, args.ref, reason=args.reason or "judged canary", say=say)
+    print(f"{args.ref}: {outcome.outcome.replace('_', ' ')}: {outcome.detail}")
+    return 0 if outcome.outcome == "promoted" else EXIT_REJECTED
 
 
 def _cmd_shadow(args: argparse.Namespace) -> int:

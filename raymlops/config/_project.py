@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -18,6 +18,7 @@ from raymlops.config._base import (
 )
 from raymlops.config._sections import (
     DRIFT_TESTS,
+    CanaryConfig,
     DataConfig,
     GateConfig,
     MetricRule,
@@ -54,6 +55,7 @@ class ProjectConfig(Section):
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     retraining: RetrainingConfig = RetrainingConfig()
+    canary: CanaryConfig = CanaryConfig()
 
     @model_validator(mode="after")
     def _check(self) -> ProjectConfig:
@@ -157,6 +159,19 @@ class ProjectConfig(Section):
             from raymlops.errors import StorageError
 
             raise StorageError(f"{ENV_HOME}: {e}") from None
+
+    @property
+    def canary_rules(self) -> CanaryConfig:
+        """The ``canary`` section, with the older ``retraining.canary_weight`` and
+        ``retraining.canary_duration_s`` as its first step and minimum duration where the section
+        does not set them (configs written before the judged canary keep their meaning)."""
+        given = self.canary.model_fields_set
+        update: dict[str, Any] = {}
+        if "steps" not in given and "canary_weight" in self.retraining.model_fields_set:
+            update["steps"] = (self.retraining.canary_weight,) if self.retraining.canary_weight > 0 else ()
+        if "min_duration_s" not in given and "canary_duration_s" in self.retraining.model_fields_set:
+            update["min_duration_s"] = min(self.retraining.canary_duration_s, self.canary.max_duration_s)
+        return self.canary.model_copy(update=update) if update else self.canary
 
     @property
     def locations(self) -> StorageLocations:

@@ -339,3 +339,44 @@ class RetrainingConfig(Section):
     submit_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0  # the doubling backoff stops here
     min_labelled_rows: Annotated[int, Field(ge=1)] = 100  # labelled production rows a retrain needs
     canary_duration_s: Annotated[float, Field(ge=0)] = 10.0  # the canary step before promotion
+
+
+class CanaryConfig(Section):
+    """How a challenger on canary traffic is judged against the champion before it is promoted.
+
+    The challenger answers ``steps[i]`` of the requests at each step; the
+    champion also predicts those requests (its answers are only logged), so
+    both versions are compared on the same live rows. A step ends with a
+    verdict once each version answered ``min_requests`` and ``min_duration_s``
+    passed; ``max_duration_s`` without enough traffic ends the canary as
+    ``inconclusive``, never as a promotion.
+    """
+
+    enabled: bool = True
+    # shares of requests the challenger answers, one step after the other; the last passed step promotes
+    steps: Annotated[tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...], Field(min_length=1)] = (0.1,)
+    min_requests: Annotated[int, Field(ge=1)] = 100  # per version and step, before a verdict
+    min_duration_s: Annotated[float, Field(ge=0)] = 0.0
+    max_duration_s: Annotated[float, Field(gt=0)] = 300.0  # per step; then: inconclusive
+    check_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    # the rules; each compares the challenger with the champion on the same window
+    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01  # challenger's failures per request
+    max_latency_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # challenger p95 / champion p95
+    # A retrain after drift is expected to answer differently: these two are reported on every
+    # verdict and judged only when set (e.g. a challenger trained on the same data as the champion).
+    max_prediction_shift: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # Jensen-Shannon distance
+    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # classification: same answers
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # with >= min_labelled labels each
+    min_labelled: Annotated[int, Field(ge=1)] = 50
+
+    @model_validator(mode="after")
+    def _check(self) -> CanaryConfig:
+        if self.min_duration_s > self.max_duration_s:
+            raise FieldProblem(
+                "min_duration_s",
+                f"min_duration_s ({self.min_duration_s:g}) must be <= "
+                f"max_duration_s ({self.max_duration_s:g})",
+            )
+        if list(self.steps) != sorted(set(self.steps)):
+            raise FieldProblem("steps", f"steps must rise strictly, e.g. [0.1, 0.5]; got {list(self.steps)}")
+        return self

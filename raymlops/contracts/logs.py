@@ -16,9 +16,13 @@ from raymlops.data import ARROW_TYPES, column_rules
 __all__ = [
     "FEEDBACK_TABLE_PROPERTIES",
     "LOG_TABLE_PROPERTIES",
+    "MODEL_MS",
     "MONITOR_ROW",
     "RECORD_INDEX",
     "REQUEST_ID",
+    "ROUTE_CANARY",
+    "ROUTE_CANARY_FALLBACK",
+    "ROUTE_CHAMPION",
     "TS",
     "feedback_schema",
     "inference_log_schema",
@@ -29,6 +33,11 @@ REQUEST_ID = "request_id"
 RECORD_INDEX = "record_index"
 TS = "ts"
 MONITOR_ROW = "monitor_row"
+MODEL_MS = "model_ms"
+# routes a logged row may carry: who answered, and why
+ROUTE_CHAMPION = "champion"
+ROUTE_CANARY = "canary"
+ROUTE_CANARY_FALLBACK = "canary_fallback"  # the challenger failed on these rows: the champion answered
 
 
 def inference_log_schema(config: ProjectConfig) -> pa.Schema:
@@ -47,11 +56,13 @@ def inference_log_schema(config: ProjectConfig) -> pa.Schema:
             pa.field(TS, pa.timestamp("us", tz="UTC")),
             *(pa.field(r.name, r.arrow_type) for r in columns),
             pa.field("model_version", pa.int64()),
-            pa.field("route", pa.string()),  # champion | canary
+            pa.field("route", pa.string()),  # ROUTE_CHAMPION | ROUTE_CANARY | ROUTE_CANARY_FALLBACK
             pa.field("prediction", label_type),
             pa.field("probability", pa.float64()),  # binary: of the positive class
             pa.field("shadow_version", pa.int64()),
             pa.field("shadow_prediction", label_type),
+            # the model call of the row's batch for model_version, ms (canary judges compare the p95s)
+            pa.field(MODEL_MS, pa.float64()),
             # the drift monitor's running row number (null when a replica wrote the row itself)
             pa.field(MONITOR_ROW, pa.int64()),
         ]

@@ -16,7 +16,7 @@ from raymlops.monitor._actor import DriftMonitor, get, start, stop
 from raymlops.monitor._html import ReportPage, table_text, write_report
 from raymlops.monitor._monitor import Ack, Monitor, job_result_uri, submission_id, version_reference
 from raymlops.monitor._performance import describe as describe_performance
-from raymlops.monitor._production import LabelledRows, labelled_rows
+from raymlops.monitor._production import LabelledRows, feedback_since, labelled_rows, log_since
 from raymlops.monitor._report import Decision, DriftPolicy, DriftReport, FeatureDrift, Reference, drift_report
 from raymlops.monitor._state import JobRecord, MonitorState
 from raymlops.monitor._stats import (
@@ -58,6 +58,7 @@ __all__ = [
     "default_test",
     "describe_performance",
     "drift_report",
+    "feedback_since",
     "frequency_table",
     "get",
     "get_test",
@@ -65,6 +66,7 @@ __all__ = [
     "job_result_uri",
     "ks",
     "labelled_rows",
+    "log_since",
     "normalised_wasserstein",
     "numeric_statistics",
     "psi",

@@ -37,6 +37,7 @@ from raymlops._internal.delta import delta_sink
 from raymlops.config import ProjectConfig
 from raymlops.contracts.logs import (
     LOG_TABLE_PROPERTIES,
+    MODEL_MS,
     MONITOR_ROW,
     RECORD_INDEX,
     REQUEST_ID,
@@ -350,7 +351,8 @@ def version_reference(config: ProjectConfig, version: int) -> tuple[Reference, B
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The replica's table in the log's exact schema (a missing ``monitor_row`` is added as nulls)."""
-    if MONITOR_ROW not in table.column_names:
-        table = table.append_column(MONITOR_ROW, pa.nulls(table.num_rows, pa.int64()))
+    """The replica's table in the log's exact schema (columns an older replica lacks are added as nulls)."""
+    for name in (MODEL_MS, MONITOR_ROW):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     return table.select(schema.names).cast(schema)

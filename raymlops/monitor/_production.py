@@ -111,3 +111,21 @@ def read_delta(uri: str, columns: list[str] | None, filter: pads.Expression) -> 
 def utc_us(value: int) -> pa.Scalar:
     """Microseconds since the epoch as a UTC timestamp, to compare with the logs' ``ts`` column."""
     return pa.scalar(value, pa.timestamp("us", tz="UTC"))
+
+
+def log_since(config: ProjectConfig, since_us: int, columns: list[str] | None = None) -> pa.Table | None:
+    """The inference-log rows written since ``since_us`` (µs since the epoch; None: no log yet)."""
+    import pyarrow.dataset as pads
+
+    from raymlops.contracts.logs import TS
+
+    return read_delta(config.inference_log_uri, columns, pads.field(TS) >= utc_us(since_us))
+
+
+def feedback_since(config: ProjectConfig, since_us: int) -> pa.Table | None:
+    """The feedback labels sent since ``since_us`` (µs since the epoch; None: none yet)."""
+    import pyarrow.dataset as pads
+
+    from raymlops.contracts.logs import TS
+
+    return read_delta(config.feedback_uri, None, pads.field(TS) >= utc_us(since_us))

@@ -8,6 +8,7 @@ pass ``step`` (a context manager factory that announces a step) and ``say``
 from pathlib import Path
 from typing import Any
 
+from raymlops.pipeline._canary import CanaryOutcome, CanaryWindow, judge, run_canary
 from raymlops.pipeline._demo import DemoSummary, demo
 from raymlops.pipeline._stages import (
     PipelineOutcome,
@@ -23,6 +24,8 @@ from raymlops.pipeline._stages import (
 )
 
 __all__ = [
+    "CanaryOutcome",
+    "CanaryWindow",
     "DemoSummary",
     "PipelineOutcome",
     "PromotionOutcome",
@@ -32,9 +35,11 @@ __all__ = [
     "demo",
     "deploy",
     "gate_and_promote",
+    "judge",
     "packaged_demo_config",
     "retrain",
     "run",
+    "run_canary",
     "train_and_register",
     "tune_and_register",
 ]

@@ -30,6 +30,7 @@ SHIFT = {
 }
 CONCEPT_SHIFT = 1.0
 RECORDS_PER_REQUEST = 50
+RETRAIN_REQUESTS_PER_TICK = 4  # every 0.5 s while the retrain job runs
 JOB_TIMEOUT_S = 480.0
 
 
@@ -201,15 +202,17 @@ class ClosedLoop:
         seen_status = None
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            # keep real traffic flowing while the job trains, gates, canaries and promotes
-            self.traffic.send(self.drifted(RECORDS_PER_REQUEST))
+            # keep real traffic flowing while the job trains, gates, canaries and promotes: a few
+            # requests a second, enough for the canary's judge to reach canary.min_requests
+            for _ in range(RETRAIN_REQUESTS_PER_TICK):
+                self.traffic.send(self.drifted(RECORDS_PER_REQUEST))
             job = self.status()["jobs"][-1]
             if job["status"] != seen_status:
                 seen_status = job["status"]
                 self.say(f"job {job['submission_id']}: {job['status'] or job['stage']}")
             if job["stage"] == "done":
                 break
-            time.sleep(1.0)
+            time.sleep(0.5)
         self.job = JobRecord(**job) if job else None
         if self.job is None or self.job.stage != "done":
             if self.job is not None and self.job.stage == "pending":  # the Jobs API never took it

@@ -169,7 +169,8 @@ def gate_and_promote(
 
 @dataclasses.dataclass(frozen=True)
 class RetrainOutcome:
-    """What a retrain did: ``promoted``, ``rejected`` (with the gate's reasons) or ``skipped``."""
+    """What a retrain did: ``promoted``, ``rejected`` (with the gate's reasons), ``rolled_back`` (the
+    canary broke a rule), ``inconclusive`` (the canary had too little traffic) or ``skipped``."""
 
     outcome: str
     detail: str
@@ -179,6 +180,7 @@ class RetrainOutcome:
     model_version: int | None = None
     champion_before: int | None = None
     gate_report_id: str | None = None
+    canary: str | None = None  # the judged canary's last verdict, with its figures
 
     def summary(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -197,8 +199,8 @@ def retrain(
     logged predictions → append them to the training table as a new data
     version (validated like any ingest) → train (a sweep when
     ``retraining.sweep``) → the gate against the champion on the new version's
-    holdout → on a pass, a canary at ``retraining.canary_weight`` for
-    ``retraining.canary_duration_s``, then promotion; on a fail the gate's
+    holdout → on a pass, a judged canary (``canary`` section: promoted, rolled
+    back or inconclusive), or a promotion when there is no champion yet; on a fail the gate's
     reasons. With ``submission_id`` (the monitor's retrain job) the outcome is
     also written where the monitor reads it. Needs a running Ray.
     """
@@ -293,14 +295,22 @@ def retrain(
         return _record_retrain(config, submission_id, outcome, say)
     done["gate_report_id"] = report.report_id
     _save_progress(folder, done)
-    weight, duration_s = config.retraining.canary_weight, config.retraining.canary_duration_s
-    if before is not None and weight > 0 and duration_s > 0:
-        registry.set_rollout(config, ref, canary_weight=weight, reason=f"{tag}: canary after a passed gate")
-        say(f"canary: version {model_version} answers {weight:.0%} of requests for {duration_s:.0f} s")
-        time.sleep(duration_s)
-    registry.promote(
-        config, ref, reason=f"{tag}: retrained on production labels, gate {report.report_id} passed"
-    )
+    from raymlops.pipeline._canary import run_canary
+
+    reason = f"{tag}: retrained on production labels, gate {report.report_id} passed"
+    rules = config.canary_rules
+    if before is not None and rules.enabled and rules.steps:
+        canary = run_canary(config, ref, reason=reason, say=say)
+        common["canary"] = canary.detail
+        if canary.outcome != "promoted":
+            what = "rolled back" if canary.outcome == "rolled_back" else "not promoted"
+            outcome = RetrainOutcome(
+                canary.outcome, f"version {model_version} {what}: {canary.detail}", **common
+            )
+            _save_progress(folder, {**done, "outcome": outcome.summary()})
+            return _record_retrain(config, submission_id, outcome, say)
+    else:
+        registry.promote(config, ref, reason=reason)
     outcome = _promoted(model_version, before, report.report_id, common)
     _save_progress(folder, {**done, "outcome": outcome.summary()})
     return _record_retrain(config, submission_id, outcome, say)
@@ -310,6 +320,8 @@ def _promoted(
     model_version: int, before: int | None, report_id: str, common: dict[str, Any]
 ) -> RetrainOutcome:
     detail = f"version {model_version} promoted (was {before}); gate {report_id} passed"
+    if common.get("canary"):
+        detail += f"; {common['canary']}"
     return RetrainOutcome("promoted", detail, **{**common, "gate_report_id": report_id})
 
 

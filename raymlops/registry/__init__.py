@@ -175,10 +175,11 @@ def set_rollout(
     reason: str = "",
     actor: str | None = None,
     name: str | None = None,
+    action: str | None = None,
 ) -> Rollout:
     """Give a challenger a canary share or a shadow copy of traffic, or end both (see ``Registry``)."""
     return Registry(config).set_rollout(
-        ref, canary_weight=canary_weight, shadow=shadow, reason=reason, actor=actor, name=name
+        ref, canary_weight=canary_weight, shadow=shadow, reason=reason, actor=actor, name=name, action=action
     )
 
 

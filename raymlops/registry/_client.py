@@ -343,11 +343,14 @@ class Registry:
         reason: str = "",
         actor: str | None = None,
         name: str | None = None,
+        action: str | None = None,
     ) -> Rollout:
         """Give a challenger a share of live traffic (canary), a copy of it (shadow), or end both.
 
         ``ref`` None removes the challenger. The serving replicas pick the change
-        up within ``serving.watch_interval_s`` without a restart.
+        up within ``serving.watch_interval_s`` without a restart. ``action`` names
+        the history row of an ending (default ``end-rollout``; a judged canary
+        writes ``canary-rolled_back`` or ``canary-inconclusive``).
 
         Raises:
             ConfigError: a weight outside [0, 1], or canary and shadow at once.
@@ -364,9 +367,8 @@ class Registry:
             if target is None:
                 canary_weight, shadow = 0.0, False
                 if before is not None:
-                    self._move(
-                        name, [(CHALLENGER, before, None)], "end-rollout", reason or "rollout ended", actor
-                    )
+                    ended = action or "end-rollout"
+                    self._move(name, [(CHALLENGER, before, None)], ended, reason or "rollout ended", actor)
             else:
                 if self.alias_version(CHAMPION, name) == target.version:
                     raise PromotionError(

@@ -244,7 +244,15 @@ class Server:
             index = [i for i, goes in enumerate(to_canary) if goes == canary]
             if not index or loaded is None:
                 continue
-            shadow = state.challenger if route == "champion" and state.rollout.shadow else None
+            # shadow mode: the challenger also predicts the champion's rows; on a canary, the champion
+            # also predicts the challenger's (logged beside them, for the canary's judge, and its fallback)
+            shadow = (
+                state.challenger
+                if route == "champion" and state.rollout.shadow
+                else state.champion
+                if route == "canary"
+                else None
+            )
             group = [items[i] for i in index]
             for i, answer in zip(
                 index, self.predictor.predict_group(loaded, route, shadow, group, logged), strict=True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import pyarrow as pa
 from raymlops._internal.delta import delta_sink
 from raymlops.contracts.logs import (
     LOG_TABLE_PROPERTIES,
+    MODEL_MS,
     MONITOR_ROW,
     RECORD_INDEX,
     REQUEST_ID,
@@ -89,6 +91,7 @@ class LoggedBatch(NamedTuple):
     shadow_version: int | None
     shadow_predictions: np.ndarray | None
     bodies: list[bytes] | None = None  # per request: the JSON body its "records" came from
+    model_ms: float = math.nan  # this batch's model call for ``model_version``, milliseconds
 
     @property
     def num_rows(self) -> int:
@@ -168,6 +171,8 @@ def prediction_table(entries: Sequence[LoggedBatch | Prediction], schema: pa.Sch
     columns["probability"] = _joined([b.probabilities for b in batches], batch_rows, pa.float64())
     columns["shadow_version"] = per_batch([b.shadow_version for b in batches], pa.int64())
     columns["shadow_prediction"] = _joined([b.shadow_predictions for b in batches], batch_rows, label_type)
+    model_ms = np.repeat(np.array([b.model_ms for b in batches], dtype=np.float64), batch_rows)
+    columns[MODEL_MS] = pa.array(model_ms, pa.float64(), from_pandas=True)  # NaN (not measured): null
     columns[MONITOR_ROW] = pa.nulls(num_rows, pa.int64())
     return pa.table(columns, schema=schema)
 

@@ -1,12 +1,16 @@
 """One model call per batch of requests, cut back into each request's answer."""
 
 import dataclasses
+import logging
+import math
+import time
 import zlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from raymlops.contracts.logs import ROUTE_CANARY, ROUTE_CANARY_FALLBACK
 from raymlops.serve._log import LoggedBatch, now_us
 from raymlops.serve._models import Loaded
 
@@ -31,6 +35,9 @@ class Answer:
     shadow_version: int | None = None
     shadow_predictions: list[Any] | None = None
     error: str | None = None  # the rows broke the model's schema (should have been a 422)
+
+
+_LOG = logging.getLogger("raymlops.serve")
 
 
 def canary_bucket(request_id: str) -> float:
@@ -59,15 +66,57 @@ class BatchPredictor:
         big = pd.DataFrame.from_records(
             [record for item in items for record in item.records], columns=self.columns
         )
+        canary = route == ROUTE_CANARY and shadow is not None
         try:
             # the request model already applied the schema's rules to every record
-            output = loaded.predictor.predict_frame(big, checked=True)
-            shadow_output = shadow.predictor.predict_frame(big, checked=True) if shadow else None
+            if canary:  # the champion first: its ValueError means the rows broke the schema
+                assert shadow is not None
+                shadow_output = shadow.predictor.predict_frame(big, checked=True)
+                started = time.perf_counter()
+                try:
+                    output = loaded.predictor.predict_frame(big, checked=True)
+                except Exception as e:  # the challenger failed where the champion did not
+                    _LOG.warning("canary version %s failed on %d rows: %s", loaded.version, len(big), e)
+                    return self._fallback(shadow, loaded, items, big, shadow_output, logged)
+            else:
+                started = time.perf_counter()
+                output = loaded.predictor.predict_frame(big, checked=True)
+                shadow_output = shadow.predictor.predict_frame(big, checked=True) if shadow else None
+            model_ms = (time.perf_counter() - started) * 1000
         except ValueError:
             if len(items) == 1:
                 raise
             # one request's rows broke the model's schema: answer the others, blame that one
             return [self._predict_one(loaded, route, shadow, item, logged) for item in items]
+        return self._answers(loaded, route, shadow, items, big, output, shadow_output, logged, model_ms)
+
+    def _fallback(
+        self,
+        champion: Loaded,
+        challenger: Loaded,
+        items: list[Item],
+        big: pd.DataFrame,
+        output: pd.DataFrame,
+        logged: list[LoggedBatch] | None,
+    ) -> list[Answer]:
+        """The champion's answers to canary requests the challenger failed on, logged against it."""
+        answers = self._answers(champion, ROUTE_CANARY_FALLBACK, None, items, big, output, None, logged)
+        if logged is not None:  # the failure is the challenger's: the log row names it
+            logged[-1] = logged[-1]._replace(shadow_version=challenger.version)
+        return answers
+
+    def _answers(
+        self,
+        loaded: Loaded,
+        route: str,
+        shadow: Loaded | None,
+        items: list[Item],
+        big: pd.DataFrame,
+        output: pd.DataFrame,
+        shadow_output: pd.DataFrame | None,
+        logged: list[LoggedBatch] | None,
+        model_ms: float = math.nan,
+    ) -> list[Answer]:
         prediction_array = output["prediction"].to_numpy()
         probability_array = output["probability"].to_numpy() if self.task == "binary" else None
         shadow_array = shadow_output["prediction"].to_numpy() if shadow_output is not None else None
@@ -85,6 +134,7 @@ class BatchPredictor:
                     shadow.version if shadow else None,
                     shadow_array,
                     [item.body for item in items],
+                    model_ms,
                 )
             )
         predictions = prediction_array.tolist()
@@ -102,8 +152,8 @@ class BatchPredictor:
                     predictions[part],
                     probabilities[part] if probabilities is not None else None,
                     output.iloc[part].reset_index(drop=True) if self.task == "multiclass" else None,
-                    shadow.version if shadow else None,
-                    shadows[part] if shadows is not None else None,
+                    shadow.version if shadow and route != ROUTE_CANARY else None,
+                    shadows[part] if shadows is not None and route != ROUTE_CANARY else None,
                 )
             )
         return answers

@@ -123,6 +123,7 @@ def _pandas_prediction_table(entries: list[Prediction], schema: pa.Schema) -> pa
         for e in entries
         for p in (e.shadow_predictions if e.shadow_predictions is not None else [None] * len(e.records))
     ]
+    frame["model_ms"] = pd.array([None] * len(frame), dtype="Float64")  # not measured by these entries
     frame["monitor_row"] = pd.array([None] * len(frame), dtype="Int64")
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
