@@ -167,9 +167,12 @@ class ProjectConfig(Section):
         does not set them (configs written before the judged canary keep their meaning)."""
         given = self.canary.model_fields_set
         update: dict[str, Any] = {}
-        if "steps" not in given and "canary_weight" in self.retraining.model_fields_set:
+        older = self.retraining.model_fields_set
+        if "steps" not in given and "canary_weight" in older:
             update["steps"] = (self.retraining.canary_weight,) if self.retraining.canary_weight > 0 else ()
-        if "min_duration_s" not in given and "canary_duration_s" in self.retraining.model_fields_set:
+        if "steps" not in given and "canary_duration_s" in older and self.retraining.canary_duration_s == 0:
+            update["steps"] = ()  # a canary of no duration: promoted right after the gate, as before
+        if "min_duration_s" not in given and "canary_duration_s" in older:
             update["min_duration_s"] = min(self.retraining.canary_duration_s, self.canary.max_duration_s)
         return self.canary.model_copy(update=update) if update else self.canary
 

@@ -58,6 +58,7 @@ def _raw(cluster: TwoNodes, **storage: Any) -> dict[str, Any]:
             "consecutive_windows": 2,
         },
         retraining={"cooldown_s": 600, "min_labelled_rows": 200, "canary_duration_s": 1},
+        canary={"steps": [0.5], "min_requests": 10, "max_duration_s": 120},  # the loop's few requests/s
     )
     raw["storage"] = {
         "home": f"s3://{cluster.bucket}/{HOME_PREFIX}",

@@ -65,6 +65,8 @@ def raw_config(home: Path, features: list[str]) -> dict[str, Any]:
             "consecutive_windows": 2,
         },
         "retraining": {"cooldown_s": 600, "min_labelled_rows": 200, "canary_duration_s": 1},
+        # the loop's traffic during the retrain is a few requests a second: a short judged canary
+        "canary": {"steps": [0.5], "min_requests": 10, "max_duration_s": 120},
     }
 
 

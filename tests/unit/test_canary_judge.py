@@ -139,3 +139,8 @@ def test_the_older_retraining_keys_keep_their_meaning(tmp_path):
     assert rules.steps == (0.3,) and rules.min_duration_s == 4
     raw["canary"] = {"steps": [0.1, 0.5]}
     assert parse_config(raw).canary_rules.steps == (0.1, 0.5)
+
+
+def test_a_canary_of_no_duration_still_means_no_canary(tmp_path):
+    raw = demo_raw_config(tmp_path / "home", retraining={"canary_duration_s": 0})
+    assert parse_config(raw).canary_rules.steps == ()
