@@ -145,7 +145,7 @@ def test_a_sound_challenger_is_promoted_with_the_verdicts_figures_in_the_history
     assert window.num_challenger_requests >= CANARY["min_requests"]
     assert window.figures["agreement"] == 1.0  # the same weights: the champion agrees on every row
     assert registry.champion(cfg).version == sound
-    promotion = [m for m in registry.history(cfg) if m.action == "promote"][-1]
+    promotion = [m for m in registry.history(cfg) if m.action == "promote" and m.alias == "champion"][-1]
     assert promotion.to_version == sound and promotion.from_version == current
     assert "canary passed" in promotion.reason and "error_rate 0" in promotion.reason
     assert all(status == 200 for status, _ in traffic.answers)
