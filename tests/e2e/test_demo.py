@@ -53,6 +53,8 @@ def test_demo_closes_the_loop_and_exits_0_beside_another_ray(tmp_path, other_ray
     assert "ok  stationary: 2 windows judged, 0 drifted, 0 retrain triggers; 0 failed requests" in out
     assert "ok  retrain: job raymlops-retrain-churn-" in out and " promoted: " in out
     assert "0 failed; 1 retrain job(s) in all" in out
+    # the retrained version was judged on live traffic before it was promoted, its figures shown
+    assert "canary passed: version" in out and "error_rate 0" in out, out[-3000:]
     # a healthy demo prints raymlops' own lines only: no traceback, no Ray or MLflow chatter
     printed = out + result.stderr
     for noise in (
