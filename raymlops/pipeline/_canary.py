@@ -44,6 +44,8 @@ from raymlops.errors import PromotionError
 from raymlops.registry import TAG_GATE_PASSED
 
 Verdict = Literal["passed", "failed", "inconclusive", "pending"]
+TAG_CANARY_OUTCOME = "raymlops.canary.outcome"  # promoted | rolled_back | inconclusive
+TAG_CANARY_DETAIL = "raymlops.canary.detail"  # the last verdict with its figures
 _BINS = 10  # regression predictions: shared bins for the distribution shift
 # Model calls below this are taken as this long: a 1 ms model next to a 0.3 ms one is no regression,
 # and one scheduler hiccup in a small window must not make a ratio of 20.
@@ -291,6 +293,13 @@ def run_canary(
             registry.set_rollout(
                 None, name=target.name, reason=f"{reason}: {window.summary()}", action=f"canary-{outcome}"
             )
+            _tag(registry, target, outcome, window)
             return CanaryOutcome(outcome, tuple(windows))
     registry.promote(ref, reason=f"{reason}; {windows[-1].summary()}")
+    _tag(registry, target, "promoted", windows[-1])
     return CanaryOutcome("promoted", tuple(windows))
+
+
+def _tag(registry: Any, version: Any, outcome: str, window: CanaryWindow) -> None:
+    """The verdict on the model version too, where `raymlops models show` and the MLflow UI see it."""
+    registry.tag_version(version, {TAG_CANARY_OUTCOME: outcome, TAG_CANARY_DETAIL: window.summary()[:4000]})

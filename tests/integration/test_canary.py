@@ -124,6 +124,8 @@ def test_a_challenger_that_fails_live_is_rolled_back_and_the_champion_never_move
     assert [m.action for m in moves] == ["canary", "canary-rolled_back"], moves
     assert all(m.alias == "challenger" for m in moves)  # champion and previous never moved
     assert "error_rate" in moves[-1].reason and "canary.max_error_rate" in moves[-1].reason
+    tags = registry.resolve(cfg, f"canaried/{bad}").tags
+    assert tags["raymlops.canary.outcome"] == "rolled_back" and "error_rate" in tags["raymlops.canary.detail"]
     # every request got an answer; where the challenger failed, the champion answered it
     assert traffic.answers and all(status == 200 for status, _ in traffic.answers)
     routes = {body["route"] for _, body in traffic.answers}
