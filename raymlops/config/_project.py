@@ -57,6 +57,34 @@ class ProjectConfig(Section):
     retraining: RetrainingConfig = RetrainingConfig()
     canary: CanaryConfig = CanaryConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_canary_keys(cls, raw: Any) -> Any:
+        """``retraining.canary_weight`` and ``canary_duration_s`` (configs written before the judged
+        canary) become the canary's first step and minimum duration where the ``canary`` section
+        does not set them; ``canary_duration_s: 0`` still means no canary. Folded into the section
+        here, so a config dumped and read again (a retrain job's) keeps the same canary."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("retraining"), dict):
+            return raw
+        older = raw["retraining"]
+        canary = raw.get("canary")
+        if canary is None:
+            canary = {}
+        if not isinstance(canary, dict):
+            return raw  # not a mapping: the section's own validation names the problem
+        canary = dict(canary)
+        if "steps" not in canary and isinstance(older.get("canary_weight"), (int, float)):
+            weight = float(older["canary_weight"])
+            canary["steps"] = [weight] if weight > 0 else []
+        if "steps" not in canary and older.get("canary_duration_s") == 0:
+            canary["steps"] = []  # a canary of no duration: promoted right after the gate, as before
+        if "min_duration_s" not in canary and isinstance(older.get("canary_duration_s"), (int, float)):
+            duration = float(older["canary_duration_s"])
+            canary["min_duration_s"] = min(duration, float(canary.get("max_duration_s", 300.0)))
+        if canary.get("steps") == [] and "enabled" not in (raw.get("canary") or {}):
+            canary["enabled"] = False
+        return {**raw, "canary": canary} if canary else raw
+
     @model_validator(mode="after")
     def _check(self) -> ProjectConfig:
         schema = self.data.schema
@@ -162,19 +190,8 @@ class ProjectConfig(Section):
 
     @property
     def canary_rules(self) -> CanaryConfig:
-        """The ``canary`` section, with the older ``retraining.canary_weight`` and
-        ``retraining.canary_duration_s`` as its first step and minimum duration where the section
-        does not set them (configs written before the judged canary keep their meaning)."""
-        given = self.canary.model_fields_set
-        update: dict[str, Any] = {}
-        older = self.retraining.model_fields_set
-        if "steps" not in given and "canary_weight" in older:
-            update["steps"] = (self.retraining.canary_weight,) if self.retraining.canary_weight > 0 else ()
-        if "steps" not in given and "canary_duration_s" in older and self.retraining.canary_duration_s == 0:
-            update["steps"] = ()  # a canary of no duration: promoted right after the gate, as before
-        if "min_duration_s" not in given and "canary_duration_s" in older:
-            update["min_duration_s"] = min(self.retraining.canary_duration_s, self.canary.max_duration_s)
-        return self.canary.model_copy(update=update) if update else self.canary
+        """The ``canary`` section (the older retraining keys already folded in by ``_older_canary_keys``)."""
+        return self.canary
 
     @property
     def locations(self) -> StorageLocations:

@@ -354,7 +354,8 @@ class CanaryConfig(Section):
 
     enabled: bool = True
     # shares of requests the challenger answers, one step after the other; the last passed step promotes
-    steps: Annotated[tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...], Field(min_length=1)] = (0.1,)
+    # empty only through the older ``retraining.canary_duration_s: 0`` (then ``enabled`` is false)
+    steps: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.1,)
     min_requests: Annotated[int, Field(ge=1)] = 100  # per version and step, before a verdict
     min_duration_s: Annotated[float, Field(ge=0)] = 0.0
     max_duration_s: Annotated[float, Field(gt=0)] = 300.0  # per step; then: inconclusive
@@ -377,6 +378,8 @@ class CanaryConfig(Section):
                 f"min_duration_s ({self.min_duration_s:g}) must be <= "
                 f"max_duration_s ({self.max_duration_s:g})",
             )
+        if self.enabled and not self.steps:
+            raise FieldProblem("steps", "an enabled canary needs at least one step, e.g. [0.1]")
         if list(self.steps) != sorted(set(self.steps)):
             raise FieldProblem("steps", f"steps must rise strictly, e.g. [0.1, 0.5]; got {list(self.steps)}")
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -125,6 +127,7 @@ def test_late_labels_judge_the_accuracy_drop(tmp_path):
         ({"min_duration_s": 100, "max_duration_s": 10}, "canary.min_duration_s"),
         ({"steps": [0.5, 0.1]}, "canary.steps"),
         ({"steps": [0.0]}, "canary.steps"),
+        ({"steps": []}, "canary.steps"),
     ],
 )
 def test_bad_canary_config_names_the_key(tmp_path, canary, key):
@@ -141,6 +144,9 @@ def test_the_older_retraining_keys_keep_their_meaning(tmp_path):
     assert parse_config(raw).canary_rules.steps == (0.1, 0.5)
 
 
-def test_a_canary_of_no_duration_still_means_no_canary(tmp_path):
+def test_a_canary_of_no_duration_still_means_no_canary_after_a_dump_and_a_reload(tmp_path):
     raw = demo_raw_config(tmp_path / "home", retraining={"canary_duration_s": 0})
-    assert parse_config(raw).canary_rules.steps == ()
+    config = parse_config(raw)
+    assert config.canary_rules.steps == () and not config.canary_rules.enabled
+    again = parse_config(json.loads(config.model_dump_json(by_alias=True)))  # what a retrain job reads
+    assert again.canary_rules == config.canary_rules
