@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import math
 import os
 import time
@@ -29,7 +28,6 @@ from raymlops.train import TrainResult
 __all__ = ["TrialSummary", "TuneResult", "run", "search_space"]
 
 Progress = Callable[[str], None]
-_LOG = logging.getLogger("raymlops.tune")
 TRIAL_CPUS = 0.1  # the trainable only waits on its Ray Train controller
 
 
@@ -167,12 +165,10 @@ def run(prepared: PreparedData, config: ProjectConfig, *, progress: Progress | N
         f"sweep {sweep_name}: {tuning.num_samples} trials, {tuning.max_concurrent_trials} at a time, "
         f"ASHA on {tuning.metric} ({tuning.mode}); MLflow parent run {parent_id}"
     )
-    groups_before = set(ray.util.placement_group_table())
     try:
         grid = tuner.fit()
     finally:
         groups.release_all()
-        _remove_leftover_groups(groups_before)
     # Tune's own verdict: trials that raised. Any other trial that did not finish was stopped
     # by ASHA, even when its train.run saw the stop as an error and marked its run FAILED.
     results = [grid[i] for i in range(len(grid))]
@@ -244,6 +240,7 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
     the sweep the groups of ended trials whose actor is gone are removed.
     ``release_all`` does the last ones after the sweep.
     """
+    import ray
     from ray.tune import Callback
 
     from raymlops import train
@@ -251,6 +248,7 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
     class TrialGroups(Callback):
         def __init__(self) -> None:
             self.ended: set[str] = set()
+            self.before = set(ray.util.placement_group_table())  # built just before the sweep
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             self.ended.add(trial.trial_id)
@@ -272,36 +270,25 @@ def _trial_groups(config: ProjectConfig, sweep_name: str) -> Any:
 
             No trial runs once ``Tuner.fit`` returned; an actor still alive after
             ``timeout_s`` is only slow to exit (a loaded machine), and its group
-            would otherwise hold its CPUs until the driver ends.
+            would otherwise hold its CPUs until the driver ends. What is left is
+            every group of this job created during the sweep and still placed,
+            the recorded ones and those of a trial stopped before its rank 0
+            recorded its group. A group's id ends with its job's id: other
+            drivers' groups are untouched.
             """
             deadline = time.monotonic() + timeout_s
             self.release()
             while self.ended and time.monotonic() < deadline:
                 time.sleep(0.2)
                 self.release()
-            self.release(wait_for_owner=False)
+            job = ray.get_runtime_context().get_job_id()
+            for group_id, entry in ray.util.placement_group_table().items():
+                if group_id in self.before or not group_id.endswith(job) or entry.get("state") == "REMOVED":
+                    continue
+                train.remove_group(group_id, "left by a trial of the sweep")
+            self.ended.clear()
 
     return TrialGroups()
-
-
-def _remove_leftover_groups(before: set[str]) -> None:
-    """Remove the placement groups this driver created during the sweep that are still placed.
-
-    ``release_all`` frees the groups the trials recorded; a trial stopped
-    before its rank 0 recorded its group (a loaded machine, where starting a
-    worker takes seconds) left one unrecorded, holding its CPUs. No trial runs
-    once ``Tuner.fit`` returned, so every group of this job created since is a
-    leftover. A group's id ends with its job's id: other drivers' are untouched.
-    """
-    import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    job = ray.get_runtime_context().get_job_id()
-    for group_id, entry in ray.util.placement_group_table().items():
-        if group_id in before or not group_id.endswith(job) or entry.get("state") == "REMOVED":
-            continue
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
-        _LOG.info("removed placement group %s, left by a trial of the sweep", group_id)
 
 
 def _trials(

@@ -8,8 +8,8 @@ stops. None of it needs the user; all of it must stay findable. So, while a
 command runs:
 
 - the Python loggers of Ray, MLflow and their dependencies, and Python's
-  warnings, write WARNING and above to ``<scratch>/logs/ray-and-mlflow.log``
-  instead of the terminal;
+  warnings, write WARNING and above to the file ``StorageLocations.chatter_log_path``
+  names instead of the terminal;
 - the output of Ray workers, which Ray relays to the driver, goes to the same
   file, except the lines raymlops itself writes in workers for the user (a
   training epoch), which carry ``PROGRESS_MARK`` and are printed without it.
@@ -29,6 +29,7 @@ PROGRESS_MARK = "[raymlops] "
 # Loggers whose messages are other libraries' chatter (their children follow them).
 THIRD_PARTY_LOGGERS = (
     "ray",
+    "ray.serve",  # Ray Serve gives it a terminal handler of its own when imported
     "mlflow",
     "alembic",
     "urllib3",
@@ -56,7 +57,8 @@ class _LateFile(logging.Handler):
         self._file: Any = None
 
     def open(self) -> None:
-        with self.lock or threading.RLock():
+        self.acquire()  # the lock ``handle`` takes around ``emit``
+        try:
             if self._file is not None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,8 @@ class _LateFile(logging.Handler):
             held, self._held = self._held, []
             for record in held:
                 self._write(record)
+        finally:
+            self.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._file is None:
@@ -151,13 +155,13 @@ def route_worker_output() -> bool:
 def reroute() -> None:
     """Route the third-party loggers again (a library that set up its own handler since): no-op when off.
 
-    Ray Serve gives ``ray.serve`` a terminal handler when it starts.
+    Ray Serve gives ``ray.serve`` a terminal handler when it is imported.
     """
     with _lock:
         handler = _installed.get("handler")
         if handler is None:
             return
-        for name in (*THIRD_PARTY_LOGGERS, "ray.serve"):
+        for name in THIRD_PARTY_LOGGERS:
             _route_logger(name, handler)
 
 
@@ -239,12 +243,8 @@ def _route_logger(name: str, to_file: logging.Handler) -> None:
 
 def _reroute_root(to_file: logging.Handler) -> None:
     """Root: everything WARNING and up to the file; raymlops' own warnings also to the terminal."""
+    _route_logger("", to_file)  # "" is the root logger (for which propagate means nothing)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        if _writes_to_terminal(old):
-            root.removeHandler(old)
-    if to_file not in root.handlers:
-        root.addHandler(to_file)
     if not any(getattr(h, "name", "") == "raymlops-terminal" for h in root.handlers):
         terminal = logging.StreamHandler(sys.stderr)
         terminal.set_name("raymlops-terminal")

@@ -80,7 +80,8 @@ class ProjectConfig(Section):
             canary["steps"] = []  # a canary of no duration: promoted right after the gate, as before
         if "min_duration_s" not in canary and isinstance(older.get("canary_duration_s"), (int, float)):
             duration = float(older["canary_duration_s"])
-            canary["min_duration_s"] = min(duration, float(canary.get("max_duration_s", 300.0)))
+            longest = canary.get("max_duration_s", CanaryConfig.model_fields["max_duration_s"].default)
+            canary["min_duration_s"] = min(duration, float(longest))
         if canary.get("steps") == [] and "enabled" not in (raw.get("canary") or {}):
             canary["enabled"] = False
         return {**raw, "canary": canary} if canary else raw
@@ -187,11 +188,6 @@ class ProjectConfig(Section):
             from raymlops.errors import StorageError
 
             raise StorageError(f"{ENV_HOME}: {e}") from None
-
-    @property
-    def canary_rules(self) -> CanaryConfig:
-        """The ``canary`` section (the older retraining keys already folded in by ``_older_canary_keys``)."""
-        return self.canary
 
     @property
     def locations(self) -> StorageLocations:

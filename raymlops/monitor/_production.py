@@ -117,15 +117,11 @@ def log_since(config: ProjectConfig, since_us: int, columns: list[str] | None = 
     """The inference-log rows written since ``since_us`` (µs since the epoch; None: no log yet)."""
     import pyarrow.dataset as pads
 
-    from raymlops.contracts.logs import TS
-
     return read_delta(config.inference_log_uri, columns, pads.field(TS) >= utc_us(since_us))
 
 
 def feedback_since(config: ProjectConfig, since_us: int) -> pa.Table | None:
     """The feedback labels sent since ``since_us`` (µs since the epoch; None: none yet)."""
     import pyarrow.dataset as pads
-
-    from raymlops.contracts.logs import TS
 
     return read_delta(config.feedback_uri, None, pads.field(TS) >= utc_us(since_us))

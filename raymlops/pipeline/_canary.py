@@ -91,11 +91,12 @@ def judge(
     duration_s: float,
 ) -> CanaryWindow:
     """The verdict on one step's window of the inference log (``rows``) and its feedback (``labels``)."""
-    rules = config.canary_rules
+    rules = config.canary
     frame = rows.to_pandas() if rows is not None and rows.num_rows else None
     figures: dict[str, float] = {}
     failures: list[str] = []
     num_champion = num_challenger = 0
+    enough = False
     if frame is not None:
         route, version = frame["route"], frame["model_version"]
         served = frame[(route == ROUTE_CHAMPION) & (version == champion)]
@@ -104,15 +105,15 @@ def judge(
         num_champion = int(served[REQUEST_ID].nunique())
         num_failed = int(fallback[REQUEST_ID].nunique())
         num_challenger = int(canary[REQUEST_ID].nunique()) + num_failed
+        enough = num_champion >= rules.min_requests and num_challenger >= rules.min_requests
         if num_challenger:
             figures["error_rate"] = num_failed / num_challenger
-        if num_champion >= rules.min_requests and num_challenger >= rules.min_requests:
+        if enough:
             figures.update(_compare(config, served, canary, labels))
             failures = _broken(config, figures)
         elif num_failed > rules.max_error_rate * rules.min_requests:
             # the failures alone break the rule whatever the next requests do: no need to wait
             failures = _broken(config, {"error_rate": num_failed / max(num_challenger, rules.min_requests)})
-    enough = num_champion >= rules.min_requests and num_challenger >= rules.min_requests
     verdict: Verdict
     if failures:
         verdict = "failed"
@@ -157,13 +158,13 @@ def _compare(config: ProjectConfig, served: Any, canary: Any, labels: pa.Table |
         accuracy = {
             name: _accuracy(config, part, labels) for name, part in (("champion", served), ("canary", canary))
         }
-        if all(n >= config.canary_rules.min_labelled for _, n in accuracy.values()):
+        if all(n >= config.canary.min_labelled for _, n in accuracy.values()):
             figures["accuracy_drop"] = accuracy["champion"][0] - accuracy["canary"][0]
     return figures
 
 
 def _broken(config: ProjectConfig, figures: dict[str, float]) -> list[str]:
-    rules = config.canary_rules
+    rules = config.canary
     limits: list[tuple[str, str, float | None, bool]] = [
         ("error_rate", "max_error_rate", rules.max_error_rate, True),
         ("latency_ratio", "max_latency_ratio", rules.max_latency_ratio, True),
@@ -188,7 +189,7 @@ def _per_request(part: Any, column: str) -> np.ndarray:
 
 
 def _shift(config: ProjectConfig, champion: Any, challenger: Any) -> float:
-    from raymlops.monitor import jensen_shannon
+    from raymlops.monitor import frequency_table, jensen_shannon
 
     if config.model.task == "regression":
         both = np.concatenate([champion.to_numpy(np.float64), challenger.to_numpy(np.float64)])
@@ -198,9 +199,7 @@ def _shift(config: ProjectConfig, champion: Any, challenger: Any) -> float:
         p = np.histogram(champion.to_numpy(np.float64), edges)[0]
         q = np.histogram(challenger.to_numpy(np.float64), edges)[0]
         return float(jensen_shannon(p, q))
-    categories = sorted({str(v) for v in champion} | {str(v) for v in challenger})
-    p = np.array([(champion.astype(str) == c).sum() for c in categories], dtype=np.float64)
-    q = np.array([(challenger.astype(str) == c).sum() for c in categories], dtype=np.float64)
+    _categories, p, q = frequency_table(champion.astype(str).value_counts().to_dict(), list(challenger))
     return float(jensen_shannon(p, q))
 
 
@@ -251,7 +250,7 @@ def run_canary(
 
     say = say or (lambda _m: None)
     registry = Registry(config)
-    rules = config.canary_rules
+    rules = config.canary
     target = registry.resolve(ref)
     current = registry.champion(target.name)
     if current is None:

@@ -298,7 +298,7 @@ def retrain(
     from raymlops.pipeline._canary import run_canary
 
     reason = f"{tag}: retrained on production labels, gate {report.report_id} passed"
-    rules = config.canary_rules
+    rules = config.canary
     if before is not None and rules.enabled and rules.steps:
         canary = run_canary(config, ref, reason=reason, say=say)
         common["canary"] = canary.detail

@@ -90,7 +90,6 @@ def release_placement_group(record: Path, *, wait_for_owner: bool = False) -> bo
     start a new worker group.
     """
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     try:
         group_id, *owner = record.read_text().split()
@@ -101,10 +100,18 @@ def release_placement_group(record: Path, *, wait_for_owner: bool = False) -> bo
         return True
     if wait_for_owner and owner and _actor_alive(owner[0]):
         return False
-    remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
     # expected after every trial ASHA stops: its controller is killed with the group still placed
-    _LOG.info("removed placement group %s, left behind by a fit whose controller died", group_id)
+    remove_group(group_id, "left behind by a fit whose controller died")
     return True
+
+
+def remove_group(group_id: str, why: str) -> None:
+    """Remove a placement group by its hex id (logged at INFO with ``why``)."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+    _LOG.info("removed placement group %s, %s", group_id, why)
 
 
 def _actor_alive(actor_id: str) -> bool:

@@ -138,15 +138,15 @@ def test_bad_canary_config_names_the_key(tmp_path, canary, key):
 
 def test_the_older_retraining_keys_keep_their_meaning(tmp_path):
     raw = demo_raw_config(tmp_path / "home", retraining={"canary_weight": 0.3, "canary_duration_s": 4})
-    rules = parse_config(raw).canary_rules
+    rules = parse_config(raw).canary
     assert rules.steps == (0.3,) and rules.min_duration_s == 4
     raw["canary"] = {"steps": [0.1, 0.5]}
-    assert parse_config(raw).canary_rules.steps == (0.1, 0.5)
+    assert parse_config(raw).canary.steps == (0.1, 0.5)
 
 
 def test_a_canary_of_no_duration_still_means_no_canary_after_a_dump_and_a_reload(tmp_path):
     raw = demo_raw_config(tmp_path / "home", retraining={"canary_duration_s": 0})
     config = parse_config(raw)
-    assert config.canary_rules.steps == () and not config.canary_rules.enabled
+    assert config.canary.steps == () and not config.canary.enabled
     again = parse_config(json.loads(config.model_dump_json(by_alias=True)))  # what a retrain job reads
-    assert again.canary_rules == config.canary_rules
+    assert again.canary == config.canary
